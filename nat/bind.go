@@ -1,0 +1,245 @@
+package nat
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/ipv6"
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+var (
+	_ conn.Bind     = (*bind)(nil)
+	_ conn.Endpoint = (*Endpoint)(nil)
+)
+
+// Endpoint is a WireGuard endpoint on the shared socket: a remote UDP
+// address. It is immutable, so one value may be shared by any number of
+// peers and packets. There is no sticky source address.
+type Endpoint struct {
+	ap  netip.AddrPort
+	ua  *net.UDPAddr // what sendmmsg wants, built once
+	dst []byte       // DstToBytes, built once
+}
+
+// NewEndpoint returns the endpoint for ap (IPv4-mapped IPv6 addresses are
+// unmapped). Use it to hand a path chosen by NAT traversal to WireGuard.
+func NewEndpoint(ap netip.AddrPort) *Endpoint {
+	ap = unmapAddrPort(ap)
+	dst, _ := ap.MarshalBinary()
+	return &Endpoint{ap: ap, ua: net.UDPAddrFromAddrPort(ap), dst: dst}
+}
+
+// AddrPort returns the remote address.
+func (e *Endpoint) AddrPort() netip.AddrPort { return e.ap }
+
+// ClearSrc does nothing: the shared socket has no sticky source.
+func (e *Endpoint) ClearSrc() {}
+
+// SrcToString returns "": the kernel picks the source address.
+func (e *Endpoint) SrcToString() string { return "" }
+
+// DstToString returns the remote address as ip:port.
+func (e *Endpoint) DstToString() string { return e.ap.String() }
+
+// DstToBytes returns the remote address in netip.AddrPort's binary form (for
+// WireGuard's cookie MACs). Callers must not modify it.
+func (e *Endpoint) DstToBytes() []byte { return e.dst }
+
+// DstIP returns the remote IP address.
+func (e *Endpoint) DstIP() netip.Addr { return e.ap.Addr() }
+
+// SrcIP returns the zero Addr: there is no sticky source.
+func (e *Endpoint) SrcIP() netip.Addr { return netip.Addr{} }
+
+// Bind returns the WireGuard conn.Bind over the shared socket. Every call
+// returns the same Bind; see the package documentation for its behaviour.
+func (c *Conn) Bind() conn.Bind { return &c.bind }
+
+// bind implements conn.Bind on top of a Conn. Open starts a session; Close
+// ends it without touching the socket.
+type bind struct {
+	c *Conn
+
+	mu      sync.Mutex                  // serialises Open and Close
+	session atomic.Pointer[bindSession] // nil while closed; read by the reader without mu
+}
+
+// bindSession is one Open..Close period of the Bind.
+type bindSession struct {
+	c    *Conn
+	ch   chan *rxBatch // batches from the reader
+	done chan struct{} // closed by Close
+
+	rmu sync.Mutex // guards cur and off; held by the one ReceiveFunc caller
+	cur *rxBatch   // batch being handed out, nil if none
+	off int        // next packet of cur
+}
+
+// Open starts delivering WireGuard packets. port must be 0 or the socket's
+// port; the socket's port is returned. It fails with net.ErrClosed once the
+// Conn is closed and with conn.ErrBindAlreadyOpen if already open.
+func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.c.closed.Load() {
+		return nil, 0, net.ErrClosed
+	}
+	if b.session.Load() != nil {
+		return nil, 0, conn.ErrBindAlreadyOpen
+	}
+	local := b.c.local.Port()
+	if port != 0 && port != local {
+		return nil, 0, fmt.Errorf("nat bind open port %d (socket is on %d; use 0): %w", port, local, ErrPortMismatch)
+	}
+	s := &bindSession{
+		c:    b.c,
+		ch:   make(chan *rxBatch, bindQueueLen),
+		done: make(chan struct{}),
+	}
+	b.session.Store(s)
+	return []conn.ReceiveFunc{s.receive}, local, nil
+}
+
+// Close stops delivery: the ReceiveFunc returned by Open returns
+// net.ErrClosed, and WireGuard packets are dropped until the next Open. The
+// socket stays open. Close is idempotent.
+func (b *bind) Close() error {
+	b.mu.Lock()
+	s := b.session.Swap(nil)
+	b.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	close(s.done)
+	for {
+		select {
+		case x := <-s.ch:
+			b.c.stats.wgDropped.Add(uint64(x.n))
+			b.c.putRx(x)
+		default:
+			return nil
+		}
+	}
+}
+
+// SetMark sets SO_MARK (where supported) on the shared socket, so it applies
+// to control traffic too.
+func (b *bind) SetMark(mark uint32) error {
+	if err := setMark(b.c.udp, mark); err != nil {
+		return fmt.Errorf("nat bind set mark %d: %w", mark, err)
+	}
+	return nil
+}
+
+// ParseEndpoint parses "ip:port" (IPv6 in brackets).
+func (b *bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("nat parse endpoint %s: %w", strconv.Quote(s), err)
+	}
+	return NewEndpoint(ap), nil
+}
+
+// BatchSize returns BatchSize.
+func (b *bind) BatchSize() int { return BatchSize }
+
+// Send writes bufs to ep with sendmmsg. ep must come from this package
+// (ParseEndpoint, NewEndpoint or a received packet).
+func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(*Endpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	if b.session.Load() == nil {
+		return net.ErrClosed
+	}
+	if err := b.c.sendBatch(bufs, e.ua); err != nil {
+		b.c.stats.wgSendErrors.Add(1)
+		return fmt.Errorf("nat bind send to %s: %w", e.ap, err)
+	}
+	b.c.stats.wgOut.Add(uint64(len(bufs)))
+	return nil
+}
+
+// receive is the Bind's only ReceiveFunc. It copies packets out of the
+// reader's batches into WireGuard's buffers.
+func (s *bindSession) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	select {
+	case <-s.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	if s.cur == nil {
+		select {
+		case b := <-s.ch:
+			s.cur, s.off = b, 0
+		case <-s.done:
+			return 0, net.ErrClosed
+		}
+	}
+	b := s.cur
+	n := 0
+	for n < len(bufs) && s.off < b.n {
+		sizes[n] = copy(bufs[n], b.bufs[s.off][:b.sizes[s.off]])
+		eps[n] = b.eps[s.off]
+		n++
+		s.off++
+	}
+	if s.off >= b.n {
+		s.cur = nil
+		s.c.putRx(b)
+	}
+	return n, nil
+}
+
+// txBatch is a pooled sendmmsg message vector.
+type txBatch struct {
+	msgs []ipv6.Message
+}
+
+func newTxBatch() *txBatch {
+	t := &txBatch{msgs: make([]ipv6.Message, BatchSize)}
+	for i := range t.msgs {
+		t.msgs[i].Buffers = make(net.Buffers, 1)
+	}
+	return t
+}
+
+// sendBatch writes every buffer in bufs to ua, BatchSize per system call.
+func (c *Conn) sendBatch(bufs [][]byte, ua *net.UDPAddr) error {
+	t := c.txPool.Get().(*txBatch)
+	defer func() {
+		for i := range t.msgs {
+			t.msgs[i].Buffers[0] = nil
+			t.msgs[i].Addr = nil
+		}
+		c.txPool.Put(t)
+	}()
+	for len(bufs) > 0 {
+		k := min(len(bufs), len(t.msgs))
+		msgs := t.msgs[:k]
+		for i := range msgs {
+			msgs[i].Buffers[0] = bufs[i]
+			msgs[i].Addr = ua
+		}
+		for start := 0; start < k; {
+			n, err := c.pc.WriteBatch(msgs[start:], 0)
+			if err != nil {
+				return err
+			}
+			if n <= 0 {
+				return fmt.Errorf("sendmmsg wrote no messages")
+			}
+			start += n
+		}
+		bufs = bufs[k:]
+	}
+	return nil
+}

@@ -1,0 +1,409 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// Tunables that are not worth a Config field yet.
+const (
+	// BatchSize is the number of datagrams read or written per system call,
+	// and the Bind's BatchSize.
+	BatchSize = 64
+
+	numControlWorkers   = 4
+	controlQueueLen     = 512
+	maxInflightHandlers = 256
+	handlerTimeout      = 10 * time.Second
+	bindQueueLen        = 2    // batches in flight between reader and Bind
+	maxInternedEPs      = 4096 // received endpoints remembered by the reader
+	maxLimiterEntries   = 16384
+	socketBufferSize    = 7 << 20 // as wireguard-go asks for
+)
+
+// Config configures Listen.
+type Config struct {
+	// Addr is the local address to bind. The zero value binds every local
+	// address, IPv4 and IPv6 (a dual-stack socket), on a random port. An
+	// IPv4 address gives an IPv4-only socket, an IPv6 address an IPv6 one; a
+	// zero port picks a random port.
+	Addr netip.AddrPort
+
+	// PrivateKey is the node's Curve25519 private key (its WireGuard key).
+	// Control messages are sealed and opened with it. It must not be zero.
+	PrivateKey [32]byte
+
+	// Logger receives diagnostics, with a "component"="nat" attribute. Nil
+	// discards them.
+	Logger *slog.Logger
+
+	// RateLimit is the sustained number of requests per second handled for
+	// one source IP address. Zero means 100.
+	RateLimit float64
+
+	// RateBurst is the number of requests one source IP may send at once
+	// before RateLimit applies. Zero means 200.
+	RateBurst int
+
+	// KeyCacheSize bounds the number of precomputed shared keys kept. Zero
+	// means 4096.
+	KeyCacheSize int
+
+	// Now is the clock used for rate limiting. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Peer is a remote node as seen by the control RPC: where its packets come
+// from and go to, and its Curve25519 public key. For sealed messages Key is
+// authenticated by the box; Addr never is.
+type Peer struct {
+	Addr netip.AddrPort
+	Key  [32]byte
+}
+
+func (p Peer) String() string { return fmt.Sprintf("%s/%x", p.Addr, p.Key[:4]) }
+
+// Handler serves one control request. from is the sender (authenticated by
+// its key, except for plain MsgHello requests). The returned body is sent back
+// as the response; a non-nil error is sent back instead and surfaces at the
+// caller as a *RemoteError. ctx is cancelled when the Conn closes or after a
+// timeout. body is owned by the handler.
+type Handler func(ctx context.Context, from Peer, body []byte) ([]byte, error)
+
+// batchConn is the recvmmsg/sendmmsg view of the socket. ipv4.Message and
+// ipv6.Message are both aliases of x/net's socket.Message.
+type batchConn interface {
+	ReadBatch(ms []ipv6.Message, flags int) (int, error)
+	WriteBatch(ms []ipv6.Message, flags int) (int, error)
+}
+
+var (
+	_ batchConn    = (*ipv4.PacketConn)(nil)
+	_ batchConn    = (*ipv6.PacketConn)(nil)
+	_ ipv6.Message = ipv4.Message{}
+)
+
+// Conn is a node's shared UDP socket: the WireGuard Bind, the control RPC
+// and (later) STUN and TURN all go through it. Its methods are safe for
+// concurrent use.
+type Conn struct {
+	log   *slog.Logger
+	udp   *net.UDPConn
+	pc    batchConn
+	local netip.AddrPort
+	priv  [32]byte
+	pub   [32]byte
+	now   func() time.Time
+	keys  *keyCache
+	lim   *limiter
+	stats counters
+	bind  bind
+
+	rxPool  sync.Pool // *rxBatch
+	txPool  sync.Pool // *txBatch
+	ctlPool sync.Pool // *[]byte of MaxControlSize
+
+	ctlq     chan ctlPacket
+	inflight chan struct{} // semaphore for running handlers
+
+	handlersMu sync.RWMutex // guards handlers
+	handlers   map[MsgType]Handler
+
+	pendingMu sync.Mutex // guards pending
+	pending   map[uint64]*pendingCall
+
+	ctx       context.Context // cancelled by Close; parent of handler contexts
+	cancel    context.CancelFunc
+	closing   chan struct{} // closed by Close
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup // reader, workers and handlers
+}
+
+// Listen opens the node's UDP socket and starts its reader and control
+// workers. Close the Conn to release them.
+func Listen(cfg Config) (*Conn, error) {
+	if cfg.PrivateKey == ([32]byte{}) {
+		return nil, fmt.Errorf("nat listen: Config.PrivateKey is zero; pass the node's WireGuard private key: %w", ErrBadKey)
+	}
+	pub, err := publicKey(&cfg.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("nat listen: deriving public key: %w", err)
+	}
+	network, laddr := "udp", &net.UDPAddr{Port: int(cfg.Addr.Port())}
+	if a := cfg.Addr.Addr(); a.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Unmap(), cfg.Addr.Port()))
+		if a.Unmap().Is4() {
+			network = "udp4"
+		} else {
+			network = "udp6"
+		}
+	}
+	udp, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, fmt.Errorf("nat listen %s: %w", cfg.Addr, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "nat")
+	// Best effort: bigger socket buffers absorb bursts at high throughput.
+	if err := udp.SetReadBuffer(socketBufferSize); err != nil {
+		log.Debug("setting socket receive buffer", "err", err)
+	}
+	if err := udp.SetWriteBuffer(socketBufferSize); err != nil {
+		log.Debug("setting socket send buffer", "err", err)
+	}
+
+	c := &Conn{
+		log:      log,
+		udp:      udp,
+		local:    unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort()),
+		priv:     cfg.PrivateKey,
+		pub:      pub,
+		now:      cfg.Now,
+		ctlq:     make(chan ctlPacket, controlQueueLen),
+		inflight: make(chan struct{}, maxInflightHandlers),
+		handlers: make(map[MsgType]Handler),
+		pending:  make(map[uint64]*pendingCall),
+		closing:  make(chan struct{}),
+	}
+	if network == "udp4" {
+		c.pc = ipv4.NewPacketConn(udp)
+	} else {
+		c.pc = ipv6.NewPacketConn(udp)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	rate, burst, cacheSize := cfg.RateLimit, float64(cfg.RateBurst), cfg.KeyCacheSize
+	if rate <= 0 {
+		rate = 100
+	}
+	if burst <= 0 {
+		burst = 200
+	}
+	if cacheSize <= 0 {
+		cacheSize = 4096
+	}
+	c.keys = newKeyCache(cacheSize)
+	c.lim = newLimiter(rate, burst, maxLimiterEntries)
+	c.bind.c = c
+	c.rxPool.New = func() any { return newRxBatch() }
+	c.txPool.New = func() any { return newTxBatch() }
+	c.ctlPool.New = func() any { b := make([]byte, MaxControlSize); return &b }
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	c.wg.Add(1 + numControlWorkers)
+	go c.readLoop()
+	for range numControlWorkers {
+		go c.controlWorker()
+	}
+	c.log.Debug("listening", "addr", c.local)
+	return c, nil
+}
+
+// LocalAddr returns the socket's local address. For a dual-stack socket the
+// address is the IPv6 unspecified address.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// PublicKey returns the Curve25519 public key of Config.PrivateKey, the key
+// peers seal control messages to.
+func (c *Conn) PublicKey() [32]byte { return c.pub }
+
+// Stats returns a snapshot of the counters.
+func (c *Conn) Stats() Stats { return c.stats.snapshot() }
+
+// Close closes the socket, closes the Bind, fails pending calls with
+// ErrClosed, cancels running handlers and waits for every goroutine the Conn
+// started. It is idempotent: the first call returns the socket's close
+// error, later calls return nil.
+func (c *Conn) Close() error {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		c.closed.Store(true)
+		close(c.closing)
+		c.cancel()
+		c.bind.Close()
+		c.closeErr = c.udp.Close()
+		c.wg.Wait()
+		c.log.Debug("closed", "addr", c.local)
+	})
+	if !first {
+		return nil
+	}
+	return c.closeErr
+}
+
+// rxBatch is one recvmmsg worth of datagrams. After the reader has sorted it,
+// the first n entries of bufs, sizes and eps are WireGuard packets.
+type rxBatch struct {
+	msgs  []ipv6.Message
+	bufs  [][]byte // each MaxPacketSize+1 long, so truncation shows
+	sizes []int
+	eps   []*Endpoint
+	n     int
+}
+
+func newRxBatch() *rxBatch {
+	b := &rxBatch{
+		msgs:  make([]ipv6.Message, BatchSize),
+		bufs:  make([][]byte, BatchSize),
+		sizes: make([]int, BatchSize),
+		eps:   make([]*Endpoint, BatchSize),
+	}
+	mem := make([]byte, BatchSize*(MaxPacketSize+1))
+	for i := range b.bufs {
+		b.bufs[i] = mem[i*(MaxPacketSize+1) : (i+1)*(MaxPacketSize+1) : (i+1)*(MaxPacketSize+1)]
+		b.msgs[i].Buffers = make(net.Buffers, 1)
+	}
+	return b
+}
+
+func (b *rxBatch) prepare() {
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		m.Buffers[0] = b.bufs[i][:cap(b.bufs[i])]
+		m.Addr = nil
+		m.N, m.NN, m.Flags = 0, 0, 0
+	}
+	b.n = 0
+}
+
+func (c *Conn) getRx() *rxBatch  { return c.rxPool.Get().(*rxBatch) }
+func (c *Conn) putRx(b *rxBatch) { c.rxPool.Put(b) }
+
+// readLoop is the single reader of the socket. It runs until the socket is
+// closed.
+func (c *Conn) readLoop() {
+	defer c.wg.Done()
+	var (
+		eps    = make(map[netip.AddrPort]*Endpoint)
+		lastAP netip.AddrPort
+		lastEP *Endpoint
+		errs   int
+	)
+	b := c.getRx()
+	defer func() { c.putRx(b) }()
+	for {
+		b.prepare()
+		n, err := c.pc.ReadBatch(b.msgs, 0)
+		if err != nil {
+			if c.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.stats.readErrors.Add(1)
+			c.log.Debug("socket read", "err", err)
+			if errs++; errs > 10 {
+				// Persistent errors: don't spin.
+				select {
+				case <-time.After(50 * time.Millisecond):
+				case <-c.closing:
+					return
+				}
+			}
+			continue
+		}
+		errs = 0
+		var bytesIn uint64
+		w := 0
+		for i := range n {
+			m := &b.msgs[i]
+			size := m.N
+			bytesIn += uint64(size)
+			if size > MaxPacketSize {
+				c.stats.oversized.Add(1)
+				continue
+			}
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				c.stats.unknownDropped.Add(1)
+				continue
+			}
+			ip, _ := netip.AddrFromSlice(ua.IP)
+			ip = ip.Unmap()
+			if ua.Zone != "" {
+				ip = ip.WithZone(ua.Zone)
+			}
+			ap := netip.AddrPortFrom(ip, uint16(ua.Port))
+			pkt := b.bufs[i][:size]
+			switch classify(pkt) {
+			case kindWireGuard:
+				if ap != lastAP || lastEP == nil {
+					lastEP = eps[ap]
+					if lastEP == nil {
+						if len(eps) >= maxInternedEPs {
+							clear(eps)
+						}
+						lastEP = NewEndpoint(ap)
+						eps[ap] = lastEP
+					}
+					lastAP = ap
+				}
+				b.bufs[w], b.bufs[i] = b.bufs[i], b.bufs[w]
+				b.sizes[w] = size
+				b.eps[w] = lastEP
+				w++
+			case kindControl:
+				c.enqueueControl(pkt, ap)
+			case kindSTUN:
+				c.stats.stunDropped.Add(1)
+			case kindTURNChannel:
+				c.stats.turnDropped.Add(1)
+			default:
+				c.stats.unknownDropped.Add(1)
+			}
+		}
+		c.stats.packetsIn.Add(uint64(n))
+		c.stats.bytesIn.Add(bytesIn)
+		if w == 0 {
+			continue
+		}
+		b.n = w
+		if c.deliver(b) {
+			b = c.getRx()
+		}
+	}
+}
+
+// deliver hands a batch of WireGuard packets to the open Bind, blocking
+// while it is open and busy. It reports whether the Bind took the batch.
+func (c *Conn) deliver(b *rxBatch) bool {
+	s := c.bind.session.Load()
+	if s == nil {
+		c.stats.wgDropped.Add(uint64(b.n))
+		return false
+	}
+	select {
+	case s.ch <- b:
+		c.stats.wgIn.Add(uint64(b.n))
+		return true
+	case <-s.done:
+	case <-c.closing:
+	}
+	c.stats.wgDropped.Add(uint64(b.n))
+	return false
+}
+
+// writeTo sends one datagram.
+func (c *Conn) writeTo(pkt []byte, to netip.AddrPort) error {
+	_, err := c.udp.WriteToUDPAddrPort(pkt, to)
+	return err
+}
+
+func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,85 @@
+// Package nat owns a node's single UDP socket and everything that shares it.
+//
+// # One socket, demultiplexed
+//
+// Every weft node sends and receives all of its UDP traffic on one socket
+// (Listen), so that a NAT binding opened by any of it serves all of it. A
+// single reader goroutine owned by the Conn reads batches of datagrams with
+// recvmmsg (golang.org/x/net ipv4/ipv6 ReadBatch) and classifies each on its
+// first bytes (RFC 7983 style):
+//
+//   - WireGuard: byte 0 in 1..4 and bytes 1..3 zero. Handed to the Bind.
+//   - weft control: magic 0xF7 'w' 'f' 't'. Copied out and queued for the
+//     control workers.
+//   - STUN (magic cookie 0x2112A442 at bytes 4..8, top two bits of byte 0
+//     clear) and TURN ChannelData (byte 0 in 0x40..0x4F): reserved for the
+//     ICE issue; counted and dropped for now.
+//   - Anything else: counted and dropped.
+//
+// Datagrams larger than MaxPacketSize are counted (Stats.Oversized) and
+// dropped; the read buffers are MaxPacketSize+1 bytes so truncation is
+// detectable on every platform.
+//
+// # The WireGuard Bind
+//
+// Bind returns a golang.zx2c4.com/wireguard/conn.Bind over the shared socket.
+// Open does not bind anything: it returns the socket's port (a non-zero port
+// different from it is an error, ErrPortMismatch) and one ReceiveFunc. The
+// reader passes whole batches (up to BatchSize packets) to that ReceiveFunc
+// through a short channel: while the Bind is open the reader blocks rather
+// than drop (backpressure reaches the kernel socket buffer, like a plain
+// socket); while it is closed WireGuard packets are dropped and counted.
+// Bind.Close never closes the socket, so control traffic continues and the
+// Bind can be reopened (wireguard-go does Close+Open on every BindUpdate).
+// Send uses sendmmsg (WriteBatch). Receive buffers, send message vectors and
+// endpoints are pooled or interned: the Bind itself performs no per-packet
+// allocation. (x/net's ReadBatch still allocates a *net.UDPAddr per received
+// datagram; avoiding that would mean our own recvmmsg.) UDP GSO/GRO are not
+// used yet.
+//
+// Endpoints are immutable *Endpoint values. Received endpoints are interned
+// per source address by the reader, so a steady flow reuses one pointer.
+// There is no sticky source address: the socket is bound by the Conn and the
+// kernel picks the source.
+//
+// # Control RPC
+//
+// Control messages are request/response RPCs sealed with NaCl box
+// (Curve25519, XSalsa20-Poly1305) between the two nodes' keys:
+//
+//	magic(4) ver(1) flags(1) senderPub(32) nonce(24) box(payload)
+//	payload: type(1) txid(8) flags(1) body
+//
+// The header flag FlagPlain marks an unsealed packet; only MsgHello may be
+// plain (CallHello), because its contents are public: the responder returns
+// its signed node record and the caller learns the responder's key from it.
+// The key reported by CallHello is NOT authenticated by this package; the
+// caller must check that the returned record binds it. Plain packets of any
+// other type are dropped (Stats.ControlPlainRefused).
+//
+// Shared keys are precomputed once per peer key and kept in a bounded cache
+// (Config.KeyCacheSize, random eviction). A key is only cached after a
+// packet sealed with it opened successfully, so garbage cannot evict real
+// peers cheaply. Low-order Curve25519 public keys are refused.
+//
+// Call retransmits the identical packet with exponential backoff (200ms
+// doubling to 3s) until a response with the same txid, sealed by the called
+// key, arrives or ctx is done. Requests are not deduplicated: a lost response
+// or a replayed packet runs the handler again, so handlers must be
+// idempotent (weft's are: DHT stores are sequence-numbered, joins are
+// idempotent per key).
+//
+// Handler work is rate-limited per source IP address (not port) with a token
+// bucket (Config.RateLimit, Config.RateBurst). A request costs one token; a
+// packet from a sender whose shared key is not cached costs its token before
+// the Curve25519 operation. Responses to our own calls cost nothing. At most
+// maxInflightHandlers handlers run at once; beyond that requests are
+// dropped and counted, and the caller's retransmission tries again.
+//
+// # Lifetime
+//
+// Conn.Close is idempotent: it closes the socket, closes the Bind (its
+// ReceiveFuncs return net.ErrClosed), fails pending calls with ErrClosed,
+// cancels running handlers' contexts and waits for every goroutine the Conn
+// started.
+package nat

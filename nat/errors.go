@@ -1,0 +1,39 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by operations on a closed Conn.
+	ErrClosed = errors.New("nat: connection closed")
+
+	// ErrPortMismatch is returned by Bind.Open when asked for a port other
+	// than the shared socket's. Configure WireGuard with listen_port 0 or the
+	// port reported by Conn.LocalAddr.
+	ErrPortMismatch = errors.New("nat: bind port differs from the shared socket's port")
+
+	// ErrTooLarge is returned by Call and CallHello when the body does not
+	// fit in one control packet (MaxBodySize).
+	ErrTooLarge = errors.New("nat: control message body too large")
+
+	// ErrBadKey is returned when a peer's public key is unusable (a
+	// low-order Curve25519 point, such as all zeros).
+	ErrBadKey = errors.New("nat: unusable peer public key")
+
+	// ErrMalformed is returned by the control packet decoders for input that
+	// is not a well-formed weft control packet.
+	ErrMalformed = errors.New("nat: malformed control packet")
+)
+
+// RemoteError is an error returned by the remote handler (or by the remote
+// Conn itself, for example for an unknown message type). Call returns it
+// wrapped; use errors.As to get at it.
+type RemoteError struct {
+	Msg string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("remote error: %s", e.Msg)
+}

@@ -1,0 +1,77 @@
+package nat
+
+import "sync/atomic"
+
+// Stats is a snapshot of a Conn's counters. All counts are since Listen.
+type Stats struct {
+	PacketsIn  uint64 // datagrams read from the socket
+	BytesIn    uint64 // bytes read from the socket
+	ReadErrors uint64 // transient socket read errors
+	Oversized  uint64 // datagrams larger than MaxPacketSize, dropped
+
+	WireGuardIn         uint64 // WireGuard datagrams handed to an open Bind
+	WireGuardDropped    uint64 // WireGuard datagrams dropped because the Bind was closed
+	WireGuardOut        uint64 // WireGuard datagrams sent
+	WireGuardSendErrors uint64 // failed Bind.Send calls
+
+	STUNDropped    uint64 // STUN datagrams (not handled until ICE lands)
+	TURNDropped    uint64 // TURN ChannelData datagrams (not handled until ICE lands)
+	UnknownDropped uint64 // datagrams matching no protocol
+
+	ControlIn           uint64 // control packets received
+	ControlOut          uint64 // control packets sent (including retransmissions)
+	ControlMalformed    uint64 // control packets that failed to parse
+	ControlUnsealable   uint64 // sealed control packets that failed authentication
+	ControlBadKey       uint64 // control packets from a low-order sender key
+	ControlPlainRefused uint64 // plain (unsealed) packets of a type other than MsgHello
+	ControlRateLimited  uint64 // control packets refused by the per-source rate limit
+	ControlQueueFull    uint64 // control packets dropped because workers were saturated
+	ControlUnknownType  uint64 // requests for a type with no handler (answered with an error)
+
+	RequestsHandled    uint64 // requests passed to a handler
+	ResponsesIn        uint64 // responses matched to a pending call
+	ResponsesUnmatched uint64 // responses for no pending call (late, duplicate or forged txid)
+	CallsStarted       uint64 // Call and CallHello invocations
+	Retransmits        uint64 // request retransmissions
+}
+
+// counters is the live, atomically updated form of Stats.
+type counters struct {
+	packetsIn, bytesIn, readErrors, oversized                      atomic.Uint64
+	wgIn, wgDropped, wgOut, wgSendErrors                           atomic.Uint64
+	stunDropped, turnDropped, unknownDropped                       atomic.Uint64
+	ctlIn, ctlOut, ctlMalformed, ctlUnsealable, ctlBadKey          atomic.Uint64
+	ctlPlainRefused, ctlRateLimited, ctlQueueFull, ctlUnknownType  atomic.Uint64
+	requestsHandled, responsesIn, responsesUnmatched, callsStarted atomic.Uint64
+	retransmits                                                    atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		PacketsIn:           c.packetsIn.Load(),
+		BytesIn:             c.bytesIn.Load(),
+		ReadErrors:          c.readErrors.Load(),
+		Oversized:           c.oversized.Load(),
+		WireGuardIn:         c.wgIn.Load(),
+		WireGuardDropped:    c.wgDropped.Load(),
+		WireGuardOut:        c.wgOut.Load(),
+		WireGuardSendErrors: c.wgSendErrors.Load(),
+		STUNDropped:         c.stunDropped.Load(),
+		TURNDropped:         c.turnDropped.Load(),
+		UnknownDropped:      c.unknownDropped.Load(),
+		ControlIn:           c.ctlIn.Load(),
+		ControlOut:          c.ctlOut.Load(),
+		ControlMalformed:    c.ctlMalformed.Load(),
+		ControlUnsealable:   c.ctlUnsealable.Load(),
+		ControlBadKey:       c.ctlBadKey.Load(),
+		ControlPlainRefused: c.ctlPlainRefused.Load(),
+		ControlRateLimited:  c.ctlRateLimited.Load(),
+		ControlQueueFull:    c.ctlQueueFull.Load(),
+		ControlUnknownType:  c.ctlUnknownType.Load(),
+		RequestsHandled:     c.requestsHandled.Load(),
+		ResponsesIn:         c.responsesIn.Load(),
+		ResponsesUnmatched:  c.responsesUnmatched.Load(),
+		CallsStarted:        c.callsStarted.Load(),
+		Retransmits:         c.retransmits.Load(),
+	}
+}
