@@ -1,0 +1,78 @@
+// Package dht stores and finds weft's signed records — node records, name
+// records, later revocations and the anchor-set chain — on other nodes.
+//
+// This is the first step of the Kademlia DHT described in DESIGN.md: a node
+// publishes and fetches records on its bootstrap nodes. It is built from the
+// Kademlia pieces the full DHT will reuse unchanged, so a later issue adds a
+// routing table (k=20, alpha=3), iterative lookups and S/Kademlia disjoint
+// paths around it rather than replacing it:
+//
+//   - Key is the 256-bit Kademlia ID space shared by record keys and node IDs,
+//     with XOR Distance, CommonPrefixLen and CompareDistance.
+//   - The messages are Kademlia's FIND_VALUE, STORE and FIND_NODE. Replies
+//     carry Contacts (node ID + transport address + transport key) so an
+//     iterative lookup can follow them; ServerOptions.Closest is the hook a
+//     routing table will plug into (nil today: bootstrap servers reply with
+//     no contacts).
+//   - Client.Get and Client.Put take the servers to ask as an argument; an
+//     iterative lookup will pass the k closest nodes it found instead of the
+//     bootstrap list.
+//
+// Design decisions:
+//
+//   - Transport seam. dht does not import nat (they are siblings). It defines
+//     Transport (Call/Handle, the shape of nat's control RPC) and Peer; the
+//     message type numbers equal nat's (FIND_VALUE=3, STORE=4, FIND_NODE=5)
+//     so package weft adapts *nat.Conn with plain conversions. dhttest is an
+//     in-memory Transport for tests and internal/sim.
+//
+//   - Validation is injected. dht knows nothing of signatures or
+//     certificates: a Validator, backed by trust in package weft, returns a
+//     record's sequence number and expiry or rejects it. Stores validate
+//     before storing; clients validate every answer and their own records
+//     before publishing. dht imports only addr (for NodeKey).
+//
+//   - Keys are domain-separated hashes: NodeKey = SHA-256("weft/node/"||id),
+//     NameKey = SHA-256("weft/name/"||name), IPKey = SHA-256("weft/ip/"||ip)
+//     with 4-byte IPv4 (mapped addresses unmapped) and 16-byte IPv6. Hashing
+//     the node ID (rather than using it as the key) keeps record kinds in
+//     disjoint key spaces.
+//
+//   - Precedence. Per key the store keeps one record: a higher sequence
+//     number replaces it; the same sequence number with identical bytes is
+//     accepted as a no-op (republishing is idempotent); the same sequence
+//     number with different bytes is rejected (ErrConflict) and the first
+//     one kept; a lower one is rejected as a replay (ErrReplay) naming the
+//     stored sequence number, which the STORE reply also carries so the
+//     publisher knows what to exceed. An expired record counts as absent, is
+//     never served, and is dropped by the sweeper.
+//
+//   - Abuse limits. Stores are rate-limited per peer with token buckets keyed
+//     by the peer's transport key (authenticated by nat's sealed boxes);
+//     the charge is taken before validation, so a flood of bad records costs
+//     the sender its budget, not us signature checks. The bucket map is
+//     bounded. Reads are not rate-limited here: they are cheap, and nat
+//     limits handler work per source. Each record is capped
+//     (MaxRecordSize, default 8 KiB; the codec's hard limit is MaxValueSize,
+//     16 KiB) and so is the store's total (MaxTotalSize, default 64 MiB).
+//     A full store rejects new records rather than evicting held ones, so a
+//     flood cannot push out valid records.
+//
+//   - Get waits for every server (each bounded by ClientOptions.Timeout)
+//     and returns the highest valid sequence number, so a lying or stale
+//     server can neither forge a record (the Validator rejects it) nor hide
+//     a newer one by answering first. When nothing is found, the error
+//     (*QueryError) says what each server did: no record, timed out,
+//     malformed reply, invalid or expired record.
+//
+//   - Wire format: version byte, message tag (reply tags have the high bit
+//     set), fixed-size keys, length-prefixed and bounded values, one
+//     encoding per message (unknown flags and trailing bytes rejected).
+//     Decoders never panic and never alias their input. Rejections of a
+//     STORE travel as a status in a normal reply, so their reason survives
+//     any transport; handler errors are kept for undecodable requests.
+//
+//   - Clock and logger are injected (Now, Logger); the Store's sweeper can
+//     be turned off (negative SweepInterval) so a simulator drives Sweep on
+//     virtual time.
+package dht
