@@ -1,0 +1,212 @@
+package trust
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"time"
+
+	"github.com/weft-net/weft/addr"
+)
+
+// JoinRequest is what a joining node sends to an anchor. The signature by
+// SignKey over every other field proves possession of the key the
+// certificate will be issued for.
+type JoinRequest struct {
+	// Invite is the encoded invite token (Invite.Encode).
+	Invite string
+	// SignKey is the joining node's Ed25519 public key.
+	SignKey ed25519.PublicKey
+	// WGKey is the joining node's Curve25519 public key.
+	WGKey [32]byte
+	// Name is the requested node name; empty means the invite's bound name,
+	// or a name derived from the NodeID if the invite has none.
+	Name string
+	// Time is when the request was made; anchors refuse requests more than
+	// JoinRequestSkew away from their clock.
+	Time time.Time
+	// Sig is SignKey's signature over the fields above.
+	Sig []byte
+}
+
+// JoinRequestSkew is how far a join request's Time may be from the
+// anchor's clock.
+const JoinRequestSkew = 10 * time.Minute
+
+// NewJoinRequest builds and signs a join request for id.
+func NewJoinRequest(invite string, id *Identity, name string, now time.Time) (*JoinRequest, error) {
+	r := &JoinRequest{Invite: invite, SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: name, Time: now.UTC()}
+	if err := r.Sign(id); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// NodeID returns the NodeID of SignKey.
+func (r *JoinRequest) NodeID() addr.NodeID { return addr.NodeIDFromKey(r.SignKey) }
+
+func (r *JoinRequest) encodeBody(e *encoder) {
+	e.u8(tagJoinRequest)
+	e.u8(wireVersion)
+	e.str(r.Invite)
+	e.bytes(r.SignKey)
+	e.raw(r.WGKey[:])
+	e.str(r.Name)
+	e.time(r.Time)
+}
+
+func (r *JoinRequest) signedBody() []byte {
+	var e encoder
+	r.encodeBody(&e)
+	return e.b
+}
+
+// Sign sets SignKey and WGKey from id and signs the request.
+func (r *JoinRequest) Sign(id *Identity) error {
+	if len(id.Sign) != ed25519.PrivateKeySize {
+		return fmt.Errorf("sign join request: Ed25519 key has %d bytes, want %d", len(id.Sign), ed25519.PrivateKeySize)
+	}
+	r.SignKey = id.SignPublic()
+	r.WGKey = id.WGPublic()
+	r.Sig = ed25519.Sign(id.Sign, signedMessage(ctxJoinRequest, r.signedBody()))
+	return nil
+}
+
+// Verify checks the request's structure and its signature by SignKey.
+func (r *JoinRequest) Verify() error {
+	if len(r.SignKey) != ed25519.PublicKeySize {
+		return reject(ReasonMalformed, "malformed join request: signing key has %d bytes, want %d", len(r.SignKey), ed25519.PublicKeySize)
+	}
+	if r.WGKey == ([32]byte{}) {
+		return reject(ReasonMalformed, "malformed join request: no WireGuard key")
+	}
+	if len(r.Sig) != ed25519.SignatureSize || !ed25519.Verify(r.SignKey, signedMessage(ctxJoinRequest, r.signedBody()), r.Sig) {
+		return reject(ReasonBadSignature, "join request from %s is not signed by its key; the request was altered in transit or the client is broken", r.NodeID().Short())
+	}
+	return nil
+}
+
+// Marshal returns the canonical encoding of r; it fails if r exceeds the
+// decoder's bounds.
+func (r *JoinRequest) Marshal() ([]byte, error) {
+	b := r.marshal()
+	if _, err := UnmarshalJoinRequest(b); err != nil {
+		return nil, fmt.Errorf("encode join request: %w", err)
+	}
+	return b, nil
+}
+
+func (r *JoinRequest) marshal() []byte {
+	var e encoder
+	r.encodeBody(&e)
+	e.bytes(r.Sig)
+	return e.b
+}
+
+// UnmarshalJoinRequest decodes a join request (structure only; the anchor
+// calls Verify).
+func UnmarshalJoinRequest(b []byte) (*JoinRequest, error) {
+	d := decoder{b: b}
+	r := new(JoinRequest)
+	d.header(tagJoinRequest, "join request")
+	r.Invite = d.str("invite", maxInviteToken)
+	r.SignKey = d.bytes("signing key", ed25519.PublicKeySize)
+	d.array32(&r.WGKey)
+	r.Name = d.str("name", maxString)
+	r.Time = d.time()
+	r.Sig = d.bytes("signature", ed25519.SignatureSize)
+	if err := d.finish("join request"); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// JoinResponse is an anchor's answer to a JoinRequest: either Cert (an
+// encoded Certificate carrying this anchor's endorsement) or Error.
+type JoinResponse struct {
+	// Cert is the encoded certificate (Certificate.Marshal), empty on error.
+	Cert []byte
+	// Error is the human-readable rejection, empty on success.
+	Error string
+	// Reason is the rejection reason when Error is set, so that the joining
+	// side can rebuild a *RejectError (see Err).
+	Reason Reason
+}
+
+// NewJoinResponse builds the response for Admit's result.
+func NewJoinResponse(c *Certificate, err error) *JoinResponse {
+	if err != nil {
+		r, ok := ReasonOf(err)
+		if !ok {
+			r = ReasonInvalid
+		}
+		msg := err.Error()
+		if len(msg) > maxErrorLen {
+			msg = msg[:maxErrorLen]
+		}
+		return &JoinResponse{Error: msg, Reason: r}
+	}
+	if c == nil {
+		return &JoinResponse{Error: "anchor produced no certificate", Reason: ReasonInvalid}
+	}
+	b, merr := c.Marshal()
+	if merr != nil {
+		return &JoinResponse{Error: merr.Error(), Reason: ReasonInvalid}
+	}
+	return &JoinResponse{Cert: b}
+}
+
+// Err returns nil on success, or the anchor's rejection as a *RejectError.
+func (r *JoinResponse) Err() error {
+	if r.Error == "" && len(r.Cert) > 0 {
+		return nil
+	}
+	if r.Error == "" {
+		return reject(ReasonMalformed, "malformed join response: neither certificate nor error")
+	}
+	return &RejectError{Reason: r.Reason, Detail: "anchor refused to admit this node: " + r.Error}
+}
+
+// Certificate returns the decoded certificate, or Err().
+func (r *JoinResponse) Certificate() (*Certificate, error) {
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return UnmarshalCertificate(r.Cert)
+}
+
+// Marshal returns the canonical encoding of r; it fails if r exceeds the
+// decoder's bounds.
+func (r *JoinResponse) Marshal() ([]byte, error) {
+	b := r.marshal()
+	if _, err := UnmarshalJoinResponse(b); err != nil {
+		return nil, fmt.Errorf("encode join response: %w", err)
+	}
+	return b, nil
+}
+
+func (r *JoinResponse) marshal() []byte {
+	var e encoder
+	e.u8(tagJoinResp)
+	e.u8(wireVersion)
+	e.bytes(r.Cert)
+	e.str(r.Error)
+	e.u8(uint8(r.Reason))
+	return e.b
+}
+
+// UnmarshalJoinResponse decodes a join response.
+func UnmarshalJoinResponse(b []byte) (*JoinResponse, error) {
+	d := decoder{b: b}
+	r := new(JoinResponse)
+	d.header(tagJoinResp, "join response")
+	r.Cert = d.bytes("certificate", maxCertLen)
+	r.Error = d.str("error", maxErrorLen)
+	r.Reason = Reason(d.u8())
+	if d.err == nil && r.Reason >= numReasons {
+		d.fail("unknown reason %d", r.Reason)
+	}
+	if err := d.finish("join response"); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
