@@ -1,0 +1,5 @@
+package netstack
+
+import "syscall"
+
+var syscallECONNREFUSED = syscall.ECONNREFUSED
