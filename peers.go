@@ -1,0 +1,225 @@
+package weft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/weft-net/weft/addr"
+	"github.com/weft-net/weft/nat"
+	"github.com/weft-net/weft/trust"
+	"github.com/weft-net/weft/tunnel"
+)
+
+// handleHello answers a plain hello with our signed record: public data that
+// lets the caller learn our key and verify it against the genesis.
+func (n *Node) handleHello(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
+	return n.ownRecord(), nil
+}
+
+// handleConnect configures the caller as a WireGuard peer. The body is the
+// caller's node record; it must verify and its WireGuard key must be the key
+// that sealed the message, so nobody can replay another node's record.
+func (n *Node) handleConnect(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
+	rec, err := n.verifyRecord(body, n.now())
+	if err != nil {
+		n.logger.Warn("refused connect", "from", from.Addr, "reason", err)
+		return nil, fmt.Errorf("connect refused: %w", err)
+	}
+	if rec.Cert.WGKey != from.Key {
+		n.logger.Warn("refused connect: record key differs from sender key", "from", from.Addr, "name", rec.Cert.Name)
+		return nil, errors.New("connect refused: the record's WireGuard key is not the sender's key")
+	}
+	if rec.Cert.NodeID == n.cert.NodeID {
+		return nil, errors.New("connect refused: that is this node's own identity")
+	}
+	n.storeRecord(rec, body)
+	if err := n.setPeer(rec, from.Addr, "direct: peer connected from "+from.Addr.String()); err != nil {
+		return nil, err
+	}
+	return n.ownRecord(), nil
+}
+
+// setPeer configures rec's node as a WireGuard peer reached at ep.
+func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string) error {
+	c := rec.Cert
+	err := n.tun.SetPeer(tunnel.Peer{
+		PublicKey: tunnel.Key(c.WGKey),
+		Endpoint:  ep,
+		AllowedIPs: []netip.Prefix{
+			netip.PrefixFrom(c.IPv4, 32),
+			netip.PrefixFrom(c.IPv6(), 128),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old, ok := n.peers[c.NodeID]; ok && old.rec.Cert.WGKey != c.WGKey {
+		// The peer changed keys: drop the old WireGuard peer.
+		_ = n.tun.RemovePeer(tunnel.Key(old.rec.Cert.WGKey))
+	}
+	n.peers[c.NodeID] = &peerState{rec: rec, endpoint: ep, reason: reason, since: n.now()}
+	n.logger.Info("peer configured", "name", c.Name, "node_id", c.NodeID.Short(), "endpoint", ep)
+	return nil
+}
+
+// connectPeer makes sure rec's node is a configured WireGuard peer, doing
+// the connect exchange with it if not. Concurrent callers for one peer share
+// one exchange.
+func (n *Node) connectPeer(ctx context.Context, rec *trust.NodeRecord) error {
+	id := rec.Cert.NodeID
+	for {
+		n.mu.Lock()
+		if p, ok := n.peers[id]; ok && p.rec.Seq >= rec.Seq {
+			n.mu.Unlock()
+			return nil
+		}
+		wait, busy := n.dialing[id]
+		if !busy {
+			done := make(chan struct{})
+			n.dialing[id] = done
+			n.mu.Unlock()
+			err := n.connectExchange(ctx, rec)
+			n.mu.Lock()
+			delete(n.dialing, id)
+			n.mu.Unlock()
+			close(done)
+			return err
+		}
+		n.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// connectExchange sends MsgConnect to every endpoint of rec at once; the
+// first endpoint to answer with a valid record of the same node wins.
+func (n *Node) connectExchange(ctx context.Context, rec *trust.NodeRecord) error {
+	if len(rec.Endpoints) == 0 {
+		return fmt.Errorf("peer %s advertises no endpoint", rec.Cert.Name)
+	}
+	own := n.ownRecord()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	type result struct {
+		ep  netip.AddrPort
+		rec *trust.NodeRecord
+		err error
+	}
+	ch := make(chan result, len(rec.Endpoints))
+	for _, ep := range rec.Endpoints {
+		go func() {
+			body, err := n.conn.Call(ctx, nat.Peer{Addr: ep, Key: rec.Cert.WGKey}, nat.MsgConnect, own)
+			if err != nil {
+				ch <- result{ep: ep, err: err}
+				return
+			}
+			got, err := n.verifyRecord(body, n.now())
+			if err == nil && got.Cert.NodeID != rec.Cert.NodeID {
+				err = fmt.Errorf("endpoint %s answered as %s, not %s", ep, got.Cert.Name, rec.Cert.Name)
+			}
+			ch <- result{ep: ep, rec: got, err: err}
+		}()
+	}
+	var errs []error
+	for range rec.Endpoints {
+		r := <-ch
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.ep, r.err))
+			continue
+		}
+		cancel() // stop the other attempts
+		best := r.rec
+		if best.Seq < rec.Seq {
+			best = rec
+		}
+		return n.setPeer(best, r.ep, "direct: peer answered on "+r.ep.String())
+	}
+	return fmt.Errorf("peer %s unreachable on all %d endpoints (is it up?): %w", rec.Cert.Name, len(rec.Endpoints), errors.Join(errs...))
+}
+
+// Status is a snapshot of the node and its peers. Its JSON form is what
+// `weft status --json` prints.
+type Status struct {
+	NodeID    addr.NodeID      `json:"node_id"`
+	Name      string           `json:"name"`
+	Network   string           `json:"network"`
+	NetworkID addr.NetworkID   `json:"network_id"`
+	Domain    string           `json:"domain"`
+	IPv4      netip.Addr       `json:"ipv4"`
+	IPv6      netip.Addr       `json:"ipv6"`
+	Listen    netip.AddrPort   `json:"listen"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+	Anchor    bool             `json:"anchor"`
+	Bootstrap []netip.AddrPort `json:"bootstrap"`
+	// BootstrapReachable counts the bootstrap nodes that answered.
+	BootstrapReachable int          `json:"bootstrap_reachable"`
+	CertExpires        time.Time    `json:"cert_expires"`
+	Peers              []PeerStatus `json:"peers"`
+	// SpoofedDrops counts packets dropped because a peer sent them with a
+	// source address that is not its own.
+	SpoofedDrops uint64 `json:"spoofed_drops"`
+}
+
+// PeerStatus is one configured peer.
+type PeerStatus struct {
+	Name     string         `json:"name"`
+	NodeID   addr.NodeID    `json:"node_id"`
+	IPv4     netip.Addr     `json:"ipv4"`
+	IPv6     netip.Addr     `json:"ipv6"`
+	Endpoint netip.AddrPort `json:"endpoint"`
+	// Path is "direct" (relays arrive with NAT traversal).
+	Path string `json:"path"`
+	// Reason says why the path is what it is.
+	Reason        string    `json:"reason"`
+	LastHandshake time.Time `json:"last_handshake"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
+
+// Status reports the node and its peers.
+func (n *Node) Status() (Status, error) {
+	if n.isClosed() {
+		return Status{}, ErrClosed
+	}
+	stats, err := n.tun.Peers()
+	if err != nil {
+		return Status{}, err
+	}
+	byKey := make(map[[32]byte]tunnel.PeerStats, len(stats))
+	for _, s := range stats {
+		byKey[s.PublicKey] = s
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := Status{
+		NodeID: n.cert.NodeID, Name: n.cert.Name, Network: n.genesis.Name, NetworkID: n.netID,
+		Domain: n.genesis.Domain, IPv4: n.cert.IPv4, IPv6: n.cert.IPv6(), Listen: n.conn.LocalAddr(),
+		Endpoints: n.endpoints, Anchor: n.anchor != nil, Bootstrap: n.bootAddrs,
+		BootstrapReachable: len(n.bootPeers), CertExpires: n.cert.NotAfter,
+		SpoofedDrops: n.tun.Stats().SpoofedDrops,
+		Peers:        []PeerStatus{},
+	}
+	for _, p := range n.peers {
+		c := p.rec.Cert
+		ps := PeerStatus{Name: c.Name, NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(),
+			Endpoint: p.endpoint, Path: "direct", Reason: p.reason}
+		if s, ok := byKey[c.WGKey]; ok {
+			if s.Endpoint.IsValid() {
+				ps.Endpoint = s.Endpoint
+			}
+			ps.LastHandshake, ps.RxBytes, ps.TxBytes = s.LastHandshake, s.RxBytes, s.TxBytes
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	return st, nil
+}

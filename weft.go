@@ -1,0 +1,409 @@
+package weft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/weft-net/weft/addr"
+	"github.com/weft-net/weft/dht"
+	"github.com/weft-net/weft/nat"
+	"github.com/weft-net/weft/netstack"
+	"github.com/weft-net/weft/trust"
+	"github.com/weft-net/weft/tunnel"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMTU       = 1420
+	DefaultRecordTTL = time.Hour
+	// DefaultPort is the UDP port `weft up` listens on when --listen is not
+	// given.
+	DefaultPort = 41641
+)
+
+// Config configures a Node.
+type Config struct {
+	// StateDir holds the node's keys, genesis, certificate and settings.
+	// Empty means DefaultStateDir().
+	StateDir string
+	// Listen is the UDP address of the node's one socket. The zero value
+	// means 0.0.0.0 on a random port.
+	Listen netip.AddrPort
+	// Endpoints are the addresses advertised in the node record. Nil means
+	// the listen address if it names an IP, else every address of every
+	// up interface, with the listen port.
+	Endpoints []netip.AddrPort
+	// Bootstrap are nodes to publish to and look records up from, in
+	// addition to those remembered in the state directory.
+	Bootstrap []netip.AddrPort
+	// MTU of the overlay interface; zero means DefaultMTU.
+	MTU int
+	// RecordTTL is the lifetime of published node records; zero means
+	// DefaultRecordTTL. Records are republished at a third of it.
+	RecordTTL time.Duration
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Node is a running member of a weft network.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+	now    func() time.Time
+
+	id      *trust.Identity
+	genesis *trust.Genesis
+	netID   addr.NetworkID
+	cert    *trust.Certificate
+	anchor  *trust.Anchor // nil unless this node is an anchor
+
+	conn   *nat.Conn
+	stack  *netstack.Stack
+	tun    *tunnel.Tunnel
+	store  *dht.Store
+	server *dht.Server
+	client *dht.Client
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex // guards the fields below
+	closed    bool
+	record    *trust.NodeRecord // our current signed record
+	recordRaw []byte
+	endpoints []netip.AddrPort
+	bootAddrs []netip.AddrPort
+	bootPeers map[netip.AddrPort]dht.Peer // resolved bootstrap nodes
+	peers     map[addr.NodeID]*peerState
+	dialing   map[addr.NodeID]chan struct{} // in-flight connects
+}
+
+// peerState is a configured WireGuard peer.
+type peerState struct {
+	rec      *trust.NodeRecord
+	endpoint netip.AddrPort
+	reason   string
+	since    time.Time
+}
+
+// Start loads the membership in cfg.StateDir and brings the node up. It
+// returns ErrNotJoined if the directory holds no membership.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir()
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.RecordTTL == 0 {
+		cfg.RecordTTL = DefaultRecordTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	n := &Node{
+		cfg:       cfg,
+		logger:    cfg.Logger.With("component", "node"),
+		now:       cfg.Now,
+		bootPeers: make(map[netip.AddrPort]dht.Peer),
+		peers:     make(map[addr.NodeID]*peerState),
+		dialing:   make(map[addr.NodeID]chan struct{}),
+	}
+	if err := n.loadState(); err != nil {
+		return nil, err
+	}
+	if err := n.startDataPlane(); err != nil {
+		n.closeDataPlane()
+		return nil, err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.publishInitial(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.maintain()
+	n.logger.Info("node up", "name", n.cert.Name, "node_id", n.cert.NodeID.Short(),
+		"ipv4", n.cert.IPv4, "ipv6", n.cert.IPv6(), "listen", n.conn.LocalAddr(), "anchor", n.anchor != nil)
+	return n, nil
+}
+
+func (n *Node) loadState() error {
+	dir := n.cfg.StateDir
+	g, err := trust.LoadGenesis(dir)
+	if err != nil {
+		if isNotExist(err) {
+			return ErrNotJoined
+		}
+		return fmt.Errorf("load genesis: %w", err)
+	}
+	id, err := trust.LoadIdentity(dir)
+	if err != nil {
+		return fmt.Errorf("load identity: %w", err)
+	}
+	cert, err := trust.LoadCertificate(dir)
+	if err != nil {
+		if isNotExist(err) {
+			return ErrNotJoined
+		}
+		return fmt.Errorf("load certificate: %w", err)
+	}
+	now := n.now()
+	if err := cert.Verify(g, now); err != nil {
+		return fmt.Errorf("this node's certificate is not valid: %w", err)
+	}
+	if cert.NodeID != id.NodeID() || cert.WGKey != id.WGPublic() {
+		return fmt.Errorf("the certificate in %s belongs to another identity: join again with `weft join TOKEN`", dir)
+	}
+	n.id, n.genesis, n.netID, n.cert = id, g, g.ID(), cert
+	if _, ok := g.IsAnchor(id.SignPublic()); ok {
+		a, err := trust.OpenAnchor(dir, g, id)
+		if err != nil {
+			return fmt.Errorf("open anchor state: %w", err)
+		}
+		n.anchor = a
+	}
+	st, err := loadNodeState(dir)
+	if err != nil {
+		return err
+	}
+	n.bootAddrs = mergeAddrPorts(append([]netip.AddrPort(nil), st.Bootstrap...), n.cfg.Bootstrap...)
+	return nil
+}
+
+func (n *Node) startDataPlane() error {
+	var err error
+	n.conn, err = nat.Listen(nat.Config{
+		Addr:       n.cfg.Listen,
+		PrivateKey: n.id.WG,
+		Logger:     n.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("listen UDP %s: %w", n.cfg.Listen, err)
+	}
+	n.stack, err = netstack.New(netstack.Config{
+		Addrs:  []netip.Addr{n.cert.IPv4, n.cert.IPv6()},
+		MTU:    n.cfg.MTU,
+		Logger: n.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("create userspace network stack: %w", err)
+	}
+	n.tun, err = tunnel.New(tunnel.Config{
+		Bind:       n.conn.Bind(),
+		TUN:        n.stack.Device(),
+		PrivateKey: tunnel.Key(n.id.WG),
+		Logger:     n.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	tr := transport{n.conn}
+	n.store, err = dht.NewStore(dht.StoreOptions{
+		Validator: validator{n},
+		Now:       n.now,
+		Logger:    n.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	n.server, err = dht.NewServer(dht.ServerOptions{Store: n.store, Transport: tr, Logger: n.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	n.client, err = dht.NewClient(dht.ClientOptions{Transport: tr, Validator: validator{n}, Now: n.now, Logger: n.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	n.conn.Handle(nat.MsgHello, n.handleHello)
+	n.conn.Handle(nat.MsgConnect, n.handleConnect)
+	if n.anchor != nil {
+		n.conn.Handle(nat.MsgJoin, n.handleJoin)
+	}
+	n.endpoints = n.cfg.Endpoints
+	if len(n.endpoints) == 0 {
+		n.endpoints = advertiseEndpoints(n.conn.LocalAddr())
+	}
+	return nil
+}
+
+// closeDataPlane closes whatever startDataPlane created, in reverse order.
+func (n *Node) closeDataPlane() {
+	if n.store != nil {
+		n.store.Close()
+	}
+	if n.tun != nil {
+		n.tun.Close() // closes the Bind and the netstack device
+	}
+	if n.stack != nil {
+		n.stack.Close()
+	}
+	if n.conn != nil {
+		n.conn.Close()
+	}
+}
+
+// Close takes the node down: tunnels, stack, socket and background work. It
+// is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	n.wg.Wait()
+	n.closeDataPlane()
+	if n.anchor != nil {
+		n.anchor.Close()
+	}
+	return nil
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// Dial connects to address inside the overlay. network is "tcp", "tcp4",
+// "tcp6", "udp", "udp4" or "udp6"; the host of address is an overlay name
+// ("api" or "api.<domain>"), "<nodeid>.id.<domain>", or an overlay IP.
+func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	if n.isClosed() {
+		return nil, ErrClosed
+	}
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("weft dial %s: %w", address, err)
+	}
+	port, err := parsePort(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("weft dial %s: %w", address, err)
+	}
+	p, err := n.Resolve(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("weft dial %s: %w", address, err)
+	}
+	ip := p.IPv4
+	switch network {
+	case "tcp6", "udp6":
+		ip = p.IPv6
+	case "tcp", "udp":
+		if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
+			ip = p.IPv6
+		}
+	case "tcp4", "udp4":
+	default:
+		return nil, fmt.Errorf("weft dial %s: unsupported network %q (use tcp or udp)", address, network)
+	}
+	if p.NodeID != n.cert.NodeID {
+		if err := n.connectPeer(ctx, p.rec); err != nil {
+			return nil, fmt.Errorf("weft dial %s: %w", address, err)
+		}
+	}
+	base := "tcp"
+	if network[:3] == "udp" {
+		base = "udp"
+	}
+	c, err := n.stack.DialContext(ctx, base, netip.AddrPortFrom(ip, port))
+	if err != nil {
+		return nil, fmt.Errorf("weft dial %s (%s): %w", address, netip.AddrPortFrom(ip, port), err)
+	}
+	return c, nil
+}
+
+// Listen listens for TCP connections from the overlay. address is ":PORT" (all
+// of the node's overlay addresses) or "IP:PORT" with one of them.
+func (n *Node) Listen(network, address string) (net.Listener, error) {
+	ap, err := n.localAddrPort(network, address, "tcp")
+	if err != nil {
+		return nil, err
+	}
+	return n.stack.ListenTCP(ap)
+}
+
+// ListenPacket listens for UDP datagrams from the overlay; address as for
+// Listen.
+func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
+	ap, err := n.localAddrPort(network, address, "udp")
+	if err != nil {
+		return nil, err
+	}
+	return n.stack.ListenUDP(ap)
+}
+
+func (n *Node) localAddrPort(network, address, base string) (netip.AddrPort, error) {
+	if n.isClosed() {
+		return netip.AddrPort{}, ErrClosed
+	}
+	switch network {
+	case base, base + "4", base + "6":
+	default:
+		return netip.AddrPort{}, fmt.Errorf("weft listen: unsupported network %q (use %s)", network, base)
+	}
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("weft listen %s: %w", address, err)
+	}
+	port, err := parsePort(portStr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("weft listen %s: %w", address, err)
+	}
+	if host == "" {
+		return netip.AddrPortFrom(netip.Addr{}, port), nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || (ip != n.cert.IPv4 && ip != n.cert.IPv6()) {
+		return netip.AddrPort{}, fmt.Errorf("weft listen %s: host must be empty or one of this node's overlay addresses (%s, %s)", address, n.cert.IPv4, n.cert.IPv6())
+	}
+	return netip.AddrPortFrom(ip, port), nil
+}
+
+func parsePort(s string) (uint16, error) {
+	var p uint64
+	if s == "" {
+		return 0, errors.New("missing port")
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("invalid port %q", s)
+		}
+		p = p*10 + uint64(c-'0')
+		if p > 65535 {
+			return 0, fmt.Errorf("port %s out of range", s)
+		}
+	}
+	return uint16(p), nil
+}
+
+// Identity facts, for callers that need them.
+
+// NodeID returns the node's ID.
+func (n *Node) NodeID() addr.NodeID { return n.cert.NodeID }
+
+// Name returns the node's name in the overlay.
+func (n *Node) Name() string { return n.cert.Name }
+
+// Addrs returns the node's overlay IPv4 and IPv6 addresses.
+func (n *Node) Addrs() (v4, v6 netip.Addr) { return n.cert.IPv4, n.cert.IPv6() }
+
+// Domain returns the network's DNS domain.
+func (n *Node) Domain() string { return n.genesis.Domain }
+
+// LocalAddr returns the address of the node's UDP socket.
+func (n *Node) LocalAddr() netip.AddrPort { return n.conn.LocalAddr() }
