@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+func init() {
+	register(&command{name: "peers", summary: "list peers: name, node ID, addresses, endpoint, path, handshake, traffic", run: runPeers})
+}
+
+func runPeers(ctx context.Context, e *env, args []string) error {
+	var state string
+	var asJSON bool
+	fs := newFlagSet(e, commands["peers"], &state)
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	st, err := fetchStatus(ctx, state)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st.Peers)
+	}
+	printPeers(e.stdout, st.Peers)
+	for _, p := range st.Peers {
+		fmt.Fprintf(e.stdout, "%s: %s\n", p.Name, p.Reason)
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weft-net/weft"
+)
+
+func init() {
+	register(&command{name: "status", summary: "show this node and its peers", run: runStatus})
+}
+
+func fetchStatus(ctx context.Context, state string) (weft.Status, error) {
+	var st weft.Status
+	err := newAPIClient(stateDir(state)).do(ctx, "GET", "/v1/status", nil, &st)
+	return st, err
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	var state string
+	var asJSON bool
+	fs := newFlagSet(e, commands["status"], &state)
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	st, err := fetchStatus(ctx, state)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	role := "member"
+	if st.Anchor {
+		role = "anchor"
+	}
+	fmt.Fprintf(e.stdout, "%s.%s  %s  %s  (%s of network %q %s)\n", st.Name, st.Domain, st.IPv4, st.IPv6, role, st.Network, st.NetworkID.Short())
+	fmt.Fprintf(e.stdout, "node id    %s\n", st.NodeID)
+	fmt.Fprintf(e.stdout, "listening  udp %s, advertising %v\n", st.Listen, st.Endpoints)
+	if len(st.Bootstrap) > 0 {
+		fmt.Fprintf(e.stdout, "bootstrap  %d of %d reachable %v\n", st.BootstrapReachable, len(st.Bootstrap), st.Bootstrap)
+	}
+	fmt.Fprintf(e.stdout, "cert       valid until %s\n", st.CertExpires.Format(time.DateOnly))
+	if st.SpoofedDrops > 0 {
+		fmt.Fprintf(e.stdout, "dropped    %d packets with spoofed source addresses\n", st.SpoofedDrops)
+	}
+	fmt.Fprintln(e.stdout)
+	printPeers(e.stdout, st.Peers)
+	return nil
+}
+
+func printPeers(w io.Writer, peers []weft.PeerStatus) {
+	if len(peers) == 0 {
+		fmt.Fprintln(w, "no peers yet (peers are added when traffic needs them)")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tNODE ID\tIPV4\tIPV6\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX")
+	for _, p := range peers {
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.NodeID.Short(), p.IPv4, p.IPv6,
+			p.Endpoint, p.Path, hs, bytesHuman(p.RxBytes), bytesHuman(p.TxBytes))
+	}
+	tw.Flush()
+}
+
+func bytesHuman(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

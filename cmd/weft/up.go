@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/weft-net/weft"
+	"github.com/weft-net/weft/netstack"
+)
+
+func init() {
+	register(&command{name: "up", summary: "run the node in the foreground (creates a network first if the state is empty)", run: runUp})
+}
+
+// exposeSpec is one --expose PORT=LOCALADDR.
+type exposeSpec struct {
+	port   uint16
+	target string
+}
+
+func parseExpose(s string) (exposeSpec, error) {
+	p, target, ok := strings.Cut(s, "=")
+	if !ok {
+		// A bare port exposes the same port on localhost.
+		p, target = s, "127.0.0.1:"+s
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || port == 0 {
+		return exposeSpec{}, fmt.Errorf("--expose %q: want PORT=LOCALADDR, e.g. 80=127.0.0.1:8080", s)
+	}
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		if _, perr := strconv.ParseUint(target, 10, 16); perr == nil {
+			target = "127.0.0.1:" + target
+		} else {
+			return exposeSpec{}, fmt.Errorf("--expose %q: local address %q: %v", s, target, err)
+		}
+	}
+	return exposeSpec{port: uint16(port), target: target}, nil
+}
+
+func runUp(ctx context.Context, e *env, args []string) error {
+	var state, listen, socks, httpProxy, logLevel string
+	var bootstrap, expose listFlag
+	var mtu int
+	fs := newFlagSet(e, commands["up"], &state)
+	fs.StringVar(&listen, "listen", fmt.Sprintf("0.0.0.0:%d", weft.DefaultPort), "UDP `ADDR:PORT` of the node's socket (WireGuard and control)")
+	fs.Var(&bootstrap, "bootstrap", "bootstrap node `ADDR:PORT` (repeatable or comma-separated)")
+	fs.StringVar(&socks, "socks5", "", "serve a SOCKS5 proxy into the overlay on `ADDR` (e.g. 127.0.0.1:1080)")
+	fs.StringVar(&httpProxy, "http-proxy", "", "serve an HTTP (CONNECT) proxy into the overlay on `ADDR` (e.g. 127.0.0.1:8080)")
+	fs.Var(&expose, "expose", "forward overlay TCP `PORT=LOCALADDR` to a local service (repeatable)")
+	fs.IntVar(&mtu, "mtu", weft.DefaultMTU, "MTU of the overlay")
+	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	state = stateDir(state)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger}
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want IP:PORT, e.g. 0.0.0.0:%d", listen, weft.DefaultPort)
+	}
+	cfg.Listen = ap
+	for _, b := range bootstrap {
+		ap, err := netip.ParseAddrPort(b)
+		if err != nil {
+			return fmt.Errorf("--bootstrap %q: want IP:PORT", b)
+		}
+		cfg.Bootstrap = append(cfg.Bootstrap, ap)
+	}
+	var exposes []exposeSpec
+	for _, s := range expose {
+		x, err := parseExpose(s)
+		if err != nil {
+			return err
+		}
+		exposes = append(exposes, x)
+	}
+
+	apiLn, err := listenAPIForUp(state)
+	if err != nil {
+		return err
+	}
+	if !weft.HasMembership(state) {
+		m, err := weft.Init(weft.InitOptions{StateDir: state})
+		if err != nil {
+			apiLn.Close()
+			return fmt.Errorf("zero-setup init: %w", err)
+		}
+		fmt.Fprintf(e.stderr, "weft: no network in %s, created network %q with this node (%s) as its anchor\n", state, m.Network, m.Name)
+	}
+	node, err := weft.Start(ctx, cfg)
+	if err != nil {
+		apiLn.Close()
+		if errors.Is(err, weft.ErrNotJoined) {
+			return err
+		}
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("%w\n(the UDP port is taken, perhaps by another weft node: pass --listen 0.0.0.0:PORT)", err)
+		}
+		return err
+	}
+	defer node.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	api := serveAPI(apiLn, node, logger, cancel)
+	defer api.Close()
+
+	var closers []func() error
+	var wg sync.WaitGroup
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+		wg.Wait()
+	}()
+	serve := func(what string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
+				logger.Error(what+" stopped", "err", err)
+			}
+		}()
+	}
+	dial := netstack.DialFunc(node.Dial)
+	if socks != "" {
+		ln, err := net.Listen("tcp", socks)
+		if err != nil {
+			return fmt.Errorf("--socks5: %w", err)
+		}
+		s := &netstack.SOCKS5Server{Dial: dial, Logger: logger}
+		closers = append(closers, s.Close)
+		serve("SOCKS5 proxy", func() error { return s.Serve(ln) })
+		fmt.Fprintf(e.stderr, "weft: SOCKS5 proxy on %s\n", ln.Addr())
+	}
+	if httpProxy != "" {
+		ln, err := net.Listen("tcp", httpProxy)
+		if err != nil {
+			return fmt.Errorf("--http-proxy: %w", err)
+		}
+		s := &netstack.HTTPProxy{Dial: dial, Logger: logger}
+		closers = append(closers, s.Close)
+		serve("HTTP proxy", func() error { return s.Serve(ln) })
+		fmt.Fprintf(e.stderr, "weft: HTTP proxy on %s\n", ln.Addr())
+	}
+	for _, x := range exposes {
+		ln, err := node.Listen("tcp", fmt.Sprintf(":%d", x.port))
+		if err != nil {
+			return fmt.Errorf("--expose %d: %w", x.port, err)
+		}
+		s := &netstack.Expose{Listener: ln, Target: x.target, Logger: logger}
+		closers = append(closers, s.Close)
+		serve("expose", s.Serve)
+		fmt.Fprintf(e.stderr, "weft: overlay port %d → %s\n", x.port, x.target)
+	}
+	st, err := node.Status()
+	if err == nil {
+		fmt.Fprintf(e.stderr, "weft: %s.%s up: %s %s, UDP %s (node %s)\n", st.Name, st.Domain, st.IPv4, st.IPv6, st.Listen, st.NodeID.Short())
+	}
+	<-ctx.Done()
+	fmt.Fprintln(e.stderr, "weft: shutting down")
+	return nil
+}
+
+func listenAPIForUp(state string) (net.Listener, error) {
+	if err := mkdirState(state); err != nil {
+		return nil, err
+	}
+	return listenAPI(state)
+}
