@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/weft-net/weft/addr"
@@ -101,6 +102,17 @@ func Init(opts InitOptions) (Membership, error) {
 func membership(dir string, g *trust.Genesis, c *trust.Certificate, anchor bool) Membership {
 	return Membership{StateDir: dir, Network: g.Name, NetworkID: g.ID(), Domain: g.Domain, Name: c.Name,
 		NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(), Anchor: anchor}
+}
+
+// IsEmptyState reports whether dir holds no weft state at all (no identity,
+// no genesis): the case where `weft up` creates a network by itself.
+func IsEmptyState(dir string) bool {
+	for _, f := range []string{trust.IdentityFile, trust.GenesisFile, trust.CertificateFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // HasMembership reports whether dir holds a genesis and a certificate.
@@ -376,7 +388,7 @@ func Join(ctx context.Context, opts JoinOptions) (Membership, error) {
 			continue
 		}
 		if err := resp.Err(); err != nil {
-			return Membership{}, fmt.Errorf("the anchor refused to admit this node: %w", err)
+			return Membership{}, err
 		}
 		cert, err := trust.UnmarshalCertificate(resp.Cert)
 		if err != nil {

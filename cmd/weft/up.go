@@ -96,7 +96,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !weft.HasMembership(state) {
+	if weft.IsEmptyState(state) {
 		m, err := weft.Init(weft.InitOptions{StateDir: state})
 		if err != nil {
 			apiLn.Close()
