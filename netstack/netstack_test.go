@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,7 +112,17 @@ func TestDialErrors(t *testing.T) {
 // echo serves ln, echoing each connection until it closes.
 func echo(t *testing.T, ln net.Listener) {
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -122,6 +131,9 @@ func echo(t *testing.T, ln net.Listener) {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -318,5 +330,4 @@ func TestCloseAbortsConns(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Read not unblocked by Close")
 	}
-	_ = strings.ToUpper
 }

@@ -136,11 +136,14 @@ func readSOCKSRequest(r io.Reader) (socksRequest, byte, error) {
 	return req, 0, nil
 }
 
-// validSOCKSDomain accepts printable ASCII without separators that would
-// confuse host:port handling.
+// validSOCKSDomain accepts host names: letters, digits, '-', '_' and '.'.
+// Anything else (':', '[', '/', '%', ...) could confuse host:port handling
+// downstream and is never part of a resolvable name.
 func validSOCKSDomain(b []byte) bool {
 	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || c == '/' || c == '\\' || c == '@' || c == '%' {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
 			return false
 		}
 	}

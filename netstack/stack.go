@@ -76,11 +76,7 @@ type Stack struct {
 
 // New builds and starts a Stack.
 func New(cfg Config) (*Stack, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("component", "netstack")
+	log := logger(cfg.Logger, "netstack")
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU
