@@ -64,6 +64,51 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
+// narrower holds packages whose imports are narrower than their level
+// allows: the module packages they may import, and whether third-party
+// modules other than golang.org/x/crypto are allowed. dht reaches trust only
+// through its injected Validator; addr and trust stay pure so that every
+// other layer (and the simulator) can use them.
+var narrower = map[string]struct {
+	weft       []string
+	thirdParty bool
+}{
+	"addr":  {},
+	"trust": {weft: []string{"addr"}},
+	"dht":   {weft: []string{"addr", "dht"}},
+}
+
+func TestNarrowImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, module+"/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		rule, ok := narrower[top(rel(fields[0]))]
+		if !ok {
+			continue
+		}
+	imports:
+		for _, imp := range fields[1:] {
+			switch {
+			case strings.HasPrefix(imp, module+"/"):
+				for _, w := range rule.weft {
+					if top(rel(imp)) == w {
+						continue imports
+					}
+				}
+				t.Errorf("%s imports %s; it may import only %v of weft", fields[0], imp, rule.weft)
+			case strings.HasPrefix(imp, "golang.org/x/crypto/"), !strings.Contains(strings.SplitN(imp, "/", 2)[0], "."):
+			default:
+				if !rule.thirdParty {
+					t.Errorf("%s imports third-party %s; it may use only the standard library and x/crypto", fields[0], imp)
+				}
+			}
+		}
+	}
+}
+
 func top(p string) string {
 	if p == "cmd/weft" || strings.HasPrefix(p, "cmd/weft/") {
 		return "cmd/weft"
