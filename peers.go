@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/weft-net/weft/addr"
@@ -37,18 +38,33 @@ func (n *Node) handleConnect(ctx context.Context, from nat.Peer, body []byte) ([
 		return nil, errors.New("connect refused: that is this node's own identity")
 	}
 	n.storeRecord(rec, body)
-	if err := n.setPeer(rec, from.Addr, "direct: peer connected from "+from.Addr.String()); err != nil {
+	// A peer that restarted has no session with us any more. Our stale
+	// keys are kept on purpose: packets sent with them are lost (TCP
+	// retransmits), but they do not make us start a handshake of our own,
+	// which would collide with the one the peer starts right after this
+	// exchange (simultaneous initiations invalidate each other and cost
+	// WireGuard a 5 s retry).
+	if err := n.setPeer(rec, from.Addr, "direct: peer connected from "+from.Addr.String(), false); err != nil {
 		return nil, err
 	}
 	return n.ownRecord(), nil
 }
 
-// setPeer configures rec's node as a WireGuard peer reached at ep.
-func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string) error {
+// setPeer configures rec's node as a WireGuard peer reached at ep. The
+// initiator of the connect exchange sets a persistent keepalive, whose first
+// keepalive starts the handshake at once; the responder does not, so the two
+// sides never start handshakes at the same moment (simultaneous initiations
+// invalidate each other and cost a 5 s retry in WireGuard).
+func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, initiator bool) error {
 	c := rec.Cert
+	keepalive := time.Duration(-1)
+	if initiator {
+		keepalive = 0 // tunnel.DefaultKeepalive
+	}
 	err := n.tun.SetPeer(tunnel.Peer{
 		PublicKey: tunnel.Key(c.WGKey),
 		Endpoint:  ep,
+		Keepalive: keepalive,
 		AllowedIPs: []netip.Prefix{
 			netip.PrefixFrom(c.IPv4, 32),
 			netip.PrefixFrom(c.IPv6(), 128),
@@ -64,8 +80,71 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string) 
 		_ = n.tun.RemovePeer(tunnel.Key(old.rec.Cert.WGKey))
 	}
 	n.peers[c.NodeID] = &peerState{rec: rec, endpoint: ep, reason: reason, since: n.now()}
+	n.peersDirty = true
 	n.logger.Info("peer configured", "name", c.Name, "node_id", c.NodeID.Short(), "endpoint", ep)
 	return nil
+}
+
+// maxResumePeers bounds how many peers are remembered across restarts.
+const maxResumePeers = 256
+
+// savePeers writes the current peers' records to the state directory if
+// they changed since the last save.
+func (n *Node) savePeers() {
+	n.mu.Lock()
+	if !n.peersDirty {
+		n.mu.Unlock()
+		return
+	}
+	n.peersDirty = false
+	var recs [][]byte
+	for _, p := range n.peers {
+		if len(recs) == maxResumePeers {
+			break
+		}
+		if b, err := p.rec.Marshal(); err == nil {
+			recs = append(recs, b)
+		}
+	}
+	n.mu.Unlock()
+	n.stateMu.Lock()
+	defer n.stateMu.Unlock()
+	st, err := loadNodeState(n.cfg.StateDir)
+	if err != nil {
+		n.logger.Warn("could not save peers", "err", err)
+		return
+	}
+	st.Peers = recs
+	if err := saveNodeState(n.cfg.StateDir, st); err != nil {
+		n.logger.Warn("could not save peers", "err", err)
+	}
+}
+
+// resume reconnects to the peers of the previous run, in parallel, so that
+// they learn this node's new session and endpoint right away.
+func (n *Node) resume(recs [][]byte) {
+	var wg sync.WaitGroup
+	now := n.now()
+	for _, b := range recs {
+		rec, err := n.verifyRecord(b, now)
+		if err != nil || rec.Cert.NodeID == n.cert.NodeID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			defer cancel()
+			// A newer record from the bootstrap nodes may have moved.
+			if p, err := n.Resolve(ctx, rec.Cert.NodeID.String()); err == nil && p.rec.Seq > rec.Seq {
+				rec = p.rec
+			}
+			if err := n.connectExchange(ctx, rec); err != nil {
+				n.logger.Debug("previous peer not reachable", "name", rec.Cert.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // connectPeer makes sure rec's node is a configured WireGuard peer, doing
@@ -141,7 +220,7 @@ func (n *Node) connectExchange(ctx context.Context, rec *trust.NodeRecord) error
 		if best.Seq < rec.Seq {
 			best = rec
 		}
-		return n.setPeer(best, r.ep, "direct: peer answered on "+r.ep.String())
+		return n.setPeer(best, r.ep, "direct: peer answered on "+r.ep.String(), true)
 	}
 	return fmt.Errorf("peer %s unreachable on all %d endpoints (is it up?): %w", rec.Cert.Name, len(rec.Endpoints), errors.Join(errs...))
 }

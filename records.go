@@ -111,6 +111,8 @@ func (n *Node) publishInitial(ctx context.Context) error {
 			return fmt.Errorf("store own record: %w", err)
 		}
 	}
+	n.stateMu.Lock()
+	defer n.stateMu.Unlock()
 	st, err := loadNodeState(n.cfg.StateDir)
 	if err != nil {
 		return err
@@ -129,29 +131,40 @@ func (n *Node) publishInitial(ctx context.Context) error {
 	return nil
 }
 
-// maintain republishes the record and retries unreachable bootstrap nodes
-// until the node closes.
+// saveInterval is how often changed peer lists are written to the state
+// directory.
+const saveInterval = 30 * time.Second
+
+// maintain republishes the record before it ages, retries unreachable
+// bootstrap nodes with backoff, and saves the peer list, until the node
+// closes.
 func (n *Node) maintain() {
 	defer n.wg.Done()
 	retry := time.Second
+	nextRetry := n.now().Add(retry)
 	lastPublish := n.now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastSave := n.now()
 	for {
-		n.mu.Lock()
-		missing := len(n.bootPeers) < len(n.selfExcludedBootstrapLocked())
-		n.mu.Unlock()
-		wait := n.cfg.RecordTTL / 3
-		if missing {
-			wait = retry
-			retry = min(retry*2, 30*time.Second)
-		} else {
-			retry = time.Second
-		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-tick.C:
 		}
-		if n.now().Sub(lastPublish) >= n.cfg.RecordTTL/3 {
+		now := n.now()
+		if now.Sub(lastSave) >= saveInterval {
+			n.savePeers()
+			lastSave = now
+		}
+		n.mu.Lock()
+		missing := len(n.bootPeers) < len(n.selfExcludedBootstrapLocked())
+		n.mu.Unlock()
+		due := now.Sub(lastPublish) >= n.cfg.RecordTTL/3
+		if !due && !(missing && !now.Before(nextRetry)) {
+			continue
+		}
+		if due {
 			n.mu.Lock()
 			err := n.signRecordLocked()
 			raw := n.recordRaw
@@ -163,11 +176,17 @@ func (n *Node) maintain() {
 			for _, k := range recordKeys(n.cert) {
 				_ = n.store.Put(dht.Peer{}, k, raw)
 			}
-			lastPublish = n.now()
+			lastPublish = now
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 		n.publish(ctx)
 		cancel()
+		if missing {
+			retry = min(retry*2, 30*time.Second)
+			nextRetry = n.now().Add(retry)
+		} else {
+			retry = time.Second
+		}
 	}
 }
 
@@ -320,6 +339,12 @@ func (n *Node) Resolve(ctx context.Context, host string) (Peer, error) {
 	if r, ok := n.store.Get(key); ok {
 		if rec, err := n.verifyRecord(r.Value, now); err == nil {
 			best, bestRaw = rec, r.Value
+			n.mu.Lock()
+			fetched, ok := n.fetched[key]
+			n.mu.Unlock()
+			if ok && now.Sub(fetched) < lookupCache {
+				return peerFromRecord(rec), nil
+			}
 		}
 	}
 	servers := n.resolveBootstrap(ctx)
@@ -327,6 +352,12 @@ func (n *Node) Resolve(ctx context.Context, host string) (Peer, error) {
 	if len(servers) > 0 {
 		r, err := n.client.Get(ctx, servers, key)
 		if err == nil {
+			n.mu.Lock()
+			if len(n.fetched) > 4096 {
+				clear(n.fetched)
+			}
+			n.fetched[key] = now
+			n.mu.Unlock()
 			rec, verr := n.verifyRecord(r.Value, now)
 			if verr == nil && (best == nil || rec.Seq > best.Seq) {
 				best, bestRaw = rec, r.Value
@@ -347,6 +378,11 @@ func (n *Node) Resolve(ctx context.Context, host string) (Peer, error) {
 	n.storeRecord(best, bestRaw)
 	return peerFromRecord(best), nil
 }
+
+// lookupCache is how long a record fetched from the bootstrap nodes is used
+// without asking again: long enough that a burst of dials costs one lookup,
+// short enough that a restarted peer (new record, new sequence) is noticed.
+const lookupCache = 15 * time.Second
 
 // keyFor maps a host string to the record key that finds it.
 func (n *Node) keyFor(host string) (dht.Key, error) {

@@ -45,6 +45,10 @@ type nodeState struct {
 	Listen netip.AddrPort `json:"listen,omitzero"`
 	// Endpoints are the addresses the node last advertised.
 	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	// Peers are the signed records of the peers the node last had
+	// tunnels with; a restarted node reconnects to them at once, so they
+	// learn its new session (and endpoint) without waiting for a lookup.
+	Peers [][]byte `json:"peers,omitempty"`
 }
 
 func loadNodeState(dir string) (nodeState, error) {

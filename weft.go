@@ -76,15 +76,20 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex // guards the fields below
-	closed    bool
-	record    *trust.NodeRecord // our current signed record
-	recordRaw []byte
-	endpoints []netip.AddrPort
-	bootAddrs []netip.AddrPort
-	bootPeers map[netip.AddrPort]dht.Peer // resolved bootstrap nodes
-	peers     map[addr.NodeID]*peerState
-	dialing   map[addr.NodeID]chan struct{} // in-flight connects
+	mu         sync.Mutex // guards the fields below
+	closed     bool
+	record     *trust.NodeRecord // our current signed record
+	recordRaw  []byte
+	endpoints  []netip.AddrPort
+	bootAddrs  []netip.AddrPort
+	bootPeers  map[netip.AddrPort]dht.Peer // resolved bootstrap nodes
+	peers      map[addr.NodeID]*peerState
+	dialing    map[addr.NodeID]chan struct{} // in-flight connects
+	fetched    map[dht.Key]time.Time         // when a key was last looked up remotely
+	peersDirty bool                          // peers changed since savePeers
+
+	stateMu    sync.Mutex // serializes read-modify-write of node.json
+	resumeRecs [][]byte   // peers of the previous run, read at start
 }
 
 // peerState is a configured WireGuard peer.
@@ -120,6 +125,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		bootPeers: make(map[netip.AddrPort]dht.Peer),
 		peers:     make(map[addr.NodeID]*peerState),
 		dialing:   make(map[addr.NodeID]chan struct{}),
+		fetched:   make(map[dht.Key]time.Time),
 	}
 	if err := n.loadState(); err != nil {
 		return nil, err
@@ -133,8 +139,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.maintain()
+	resumed := make(chan struct{})
+	go func() {
+		defer n.wg.Done()
+		n.resume(n.resumeRecs)
+		close(resumed)
+	}()
+	// Give previous peers a moment to learn the new session, so the first
+	// packets after a restart are not lost; peers that are down do not
+	// hold Start up for long.
+	select {
+	case <-resumed:
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+	}
 	n.logger.Info("node up", "name", n.cert.Name, "node_id", n.cert.NodeID.Short(),
 		"ipv4", n.cert.IPv4, "ipv6", n.cert.IPv6(), "listen", n.conn.LocalAddr(), "anchor", n.anchor != nil)
 	return n, nil
@@ -180,6 +200,7 @@ func (n *Node) loadState() error {
 		return err
 	}
 	n.bootAddrs = mergeAddrPorts(append([]netip.AddrPort(nil), st.Bootstrap...), n.cfg.Bootstrap...)
+	n.resumeRecs = st.Peers
 	return nil
 }
 
@@ -267,6 +288,7 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.cancel()
 	n.wg.Wait()
+	n.savePeers()
 	n.closeDataPlane()
 	if n.anchor != nil {
 		n.anchor.Close()

@@ -294,3 +294,43 @@ func TestStartWithoutMembership(t *testing.T) {
 }
 
 var _ = net.Dial
+
+// TestPeerRestart: a node that restarts on another port is reachable again
+// at once: it reconnects to its previous peers, which learn its new session
+// and endpoint.
+func TestPeerRestart(t *testing.T) {
+	tn := newTestNet(t, "svc", "client")
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })
+	serveHTTP(t, tn.nodes["svc"], handler)
+	c := httpClient(tn.nodes["client"])
+	get := func() error {
+		resp, err := c.Get("http://svc/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "up" {
+			return fmt.Errorf("body %q", b)
+		}
+		return nil
+	}
+	if err := get(); err != nil {
+		t.Fatal(err)
+	}
+	old := tn.nodes["svc"].LocalAddr()
+	tn.nodes["svc"].Close()
+	svc := startNode(t, tn.dirs["svc"])
+	if svc.LocalAddr() == old {
+		t.Logf("restarted on the same port %v", old)
+	}
+	serveHTTP(t, svc, handler)
+	c.Timeout = 10 * time.Second
+	start := time.Now()
+	if err := get(); err != nil {
+		cs, _ := tn.nodes["client"].Status()
+		ss, _ := svc.Status()
+		t.Fatalf("after restart: %v\nclient: %+v\nsvc: %+v", err, cs, ss)
+	}
+	t.Logf("reachable %v after restart", time.Since(start))
+}
