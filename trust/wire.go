@@ -255,7 +255,7 @@ func (d *decoder) header(tag byte, what string) {
 		return
 	}
 	if t != tag {
-		d.fail("not a %s (type tag %#x)", what, t)
+		d.fail("this is not a %s: wrong type tag %#x", what, t)
 		return
 	}
 	if v != wireVersion {

@@ -86,8 +86,13 @@ func serveAPI(ln net.Listener, node *weft.Node, logger *slog.Logger, down func()
 	return s
 }
 
-// Close stops the API and every spliced connection.
+// Close stops the API and every spliced connection. Requests in flight get
+// a moment to finish first, so that the answer to POST /v1/down, which
+// starts the shutdown, reaches `weft down` whole.
 func (s *apiServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	s.srv.Shutdown(ctx)
+	cancel()
 	s.srv.Close()
 	s.mu.Lock()
 	for c := range s.conns {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"time"
 )
 
@@ -36,6 +35,6 @@ func runDown(ctx context.Context, e *env, args []string) error {
 		c.Close()
 		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Fprintln(os.Stderr, "weft: the daemon is still shutting down")
+	fmt.Fprintln(e.stderr, "weft: the daemon is still shutting down")
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -23,6 +24,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
+		fmt.Fprintf(e.stderr, "weft join: want exactly one TOKEN (the line `weft invite` printed), got %d arguments\n", len(pos))
 		fs.Usage()
 		return errUsage
 	}

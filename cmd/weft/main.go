@@ -70,7 +70,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, flag.ErrHelp):
+		// Asked for with -h: not a failure, like `weft help`.
+		return 0
+	case errors.Is(err, errUsage):
 		return 2
 	default:
 		fmt.Fprintf(stderr, "weft %s: %v\n", c.name, err)
@@ -98,13 +101,14 @@ func newFlagSet(e *env, c *command, state *string) *flag.FlagSet {
 	fs.SetOutput(e.stderr)
 	fs.StringVar(state, "state", "", "state `DIR` (default $WEFT_STATE, else ~/.local/state/weft)")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: weft %s [flags] %s\n\n%s\n\nFlags:\n", c.name, c.usage, c.summary)
+		fmt.Fprintf(e.stderr, "Usage: %s\n\n%s\n\nFlags:\n", strings.TrimSpace("weft "+c.name+" [flags] "+c.usage), c.summary)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
-// parse parses args, allowing flags after positional arguments.
+// parse parses args, allowing flags after positional arguments. After "--"
+// everything is positional.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -114,16 +118,41 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, errUsage
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		if endsWithTerminator(fs, args[:len(args)-len(rest)]) {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
 			return pos, nil
 		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
+}
+
+// endsWithTerminator reports whether fs.Parse stopped at a "--" among the
+// flags it consumed, rather than at a "--" that was the value of a flag
+// (--name --).
+func endsWithTerminator(fs *flag.FlagSet, consumed []string) bool {
+	for i := 0; i < len(consumed); i++ {
+		a := consumed[i]
+		if a == "--" {
+			return true
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		i++ // the next argument is this flag's value
+	}
+	return false
 }
 
 // listFlag is a flag that may repeat and also takes comma-separated lists.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -21,10 +22,12 @@ func runNC(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(pos) != 2 {
+		fmt.Fprintf(e.stderr, "weft nc: want HOST PORT, got %d arguments\n", len(pos))
 		fs.Usage()
 		return errUsage
 	}
 	if _, err := strconv.ParseUint(pos[1], 10, 16); err != nil {
+		fmt.Fprintf(e.stderr, "weft nc: PORT %q is not a port number\n", pos[1])
 		fs.Usage()
 		return errUsage
 	}

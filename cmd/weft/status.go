@@ -88,5 +88,11 @@ func bytesHuman(n uint64) string {
 		div *= unit
 		exp++
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	v := float64(n) / float64(div)
+	if v >= unit-0.05 && exp < len("KMGTPE")-1 {
+		// 1023.96 KiB would print as "1024.0 KiB".
+		v /= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }

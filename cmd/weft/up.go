@@ -42,6 +42,10 @@ func parseExpose(s string) (exposeSpec, error) {
 			return exposeSpec{}, fmt.Errorf("--expose %q: local address %q: %v", s, target, err)
 		}
 	}
+	_, lport, _ := net.SplitHostPort(target)
+	if n, err := net.LookupPort("tcp", lport); err != nil || n == 0 {
+		return exposeSpec{}, fmt.Errorf("--expose %q: local port %q: want a port 1-65535, e.g. 80=127.0.0.1:8080", s, lport)
+	}
 	return exposeSpec{port: uint16(port), target: target}, nil
 }
 
@@ -134,7 +138,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := f(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, netstack.ErrProxyClosed) {
 				logger.Error(what+" stopped", "err", err)
 			}
 		}()
