@@ -14,11 +14,8 @@ func init() {
 func runDown(ctx context.Context, e *env, args []string) error {
 	var state string
 	fs := newFlagSet(e, commands["down"], &state)
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	state = stateDir(state)
 	if err := newAPIClient(state).do(ctx, "POST", "/v1/down", nil, nil); err != nil {

@@ -21,11 +21,8 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&opts.Domain, "domain", "weft.internal", "DNS `DOMAIN` of the overlay")
 	fs.StringVar(&opts.IPv4Prefix, "ipv4-prefix", "100.64.0.0/10", "IPv4 `PREFIX` overlay addresses are chosen from")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	opts.StateDir = stateDir(opts.StateDir)
 	m, err := weft.Init(opts)

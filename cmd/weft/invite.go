@@ -24,11 +24,8 @@ func runInvite(ctx context.Context, e *env, args []string) error {
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the invite is valid")
 	fs.IntVar(&uses, "uses", 1, "how many nodes may join with it")
 	fs.Var(&endpoints, "endpoint", "anchor `ADDR:PORT` to name in the token when the node is not running (repeatable)")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	if ttl <= 0 || uses <= 0 {
 		return errors.New("--ttl and --uses must be positive")

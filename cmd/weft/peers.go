@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 )
 
@@ -15,20 +14,15 @@ func runPeers(ctx context.Context, e *env, args []string) error {
 	var asJSON bool
 	fs := newFlagSet(e, commands["peers"], &state)
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	st, err := fetchStatus(ctx, state)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st.Peers)
+		return printJSON(e.stdout, st.Peers)
 	}
 	printPeers(e.stdout, st.Peers)
 	for _, p := range st.Peers {

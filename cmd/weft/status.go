@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -26,20 +25,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	var asJSON bool
 	fs := newFlagSet(e, commands["status"], &state)
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	st, err := fetchStatus(ctx, state)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(e.stdout, st)
 	}
 	role := "member"
 	if st.Anchor {

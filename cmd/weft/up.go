@@ -61,11 +61,8 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs.Var(&expose, "expose", "forward overlay TCP `PORT=LOCALADDR` to a local service (repeatable)")
 	fs.IntVar(&mtu, "mtu", weft.DefaultMTU, "MTU of the overlay")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	state = stateDir(state)
 	var level slog.Level

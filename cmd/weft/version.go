@@ -20,11 +20,8 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 	var asJSON bool
 	fs := newFlagSet(e, commands["version"], &state)
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	if pos, err := parse(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	} else if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	v := struct {
 		Version string `json:"version"`
