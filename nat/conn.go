@@ -18,8 +18,13 @@ import (
 // Tunables that are not worth a Config field yet.
 const (
 	// BatchSize is the number of datagrams read or written per system call,
-	// and the Bind's BatchSize.
-	BatchSize = 64
+	// and the Bind's BatchSize. wireguard-go's receive routine keeps one
+	// 64 KiB message buffer per batch slot whether or not it is filled, so
+	// this is also a fixed memory cost: 32 slots hold 2 MiB, 64 held 4 MiB.
+	// Halving it from 64 (together with netstack's batch, 128 -> 32) cut
+	// the peak RSS of a daemon carrying one stream from ~51-65 MB to ~47-48
+	// MB (make bench) with no loss of throughput against bare wireguard-go.
+	BatchSize = 32
 
 	numControlWorkers   = 4
 	controlQueueLen     = 512

@@ -16,7 +16,7 @@
 //     a path that has no real loss). The consequence: the device must be
 //     read independently of being written, as wireguard-go does. Close
 //     unblocks every writer.
-//   - Device.Read returns up to BatchSize (128) packets per call, copied
+//   - Device.Read returns up to batchSize (32) packets per call, copied
 //     straight out of the packet buffers; Write injects a batch.
 //   - gVisor software GSO was measured and left off: on the benchmark it was
 //     slower than per-segment writes into the queue.
