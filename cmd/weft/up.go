@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,10 @@ import (
 	"github.com/weft-net/weft"
 	"github.com/weft-net/weft/netstack"
 )
+
+// defaultMemoryLimit is the daemon's soft Go memory limit unless GOMEMLIMIT
+// is set.
+const defaultMemoryLimit = 64 << 20
 
 func init() {
 	register(&command{name: "up", summary: "run the node in the foreground (creates a network first if the state is empty)", run: runUp})
@@ -93,6 +99,12 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		exposes = append(exposes, x)
 	}
 
+	// A soft memory limit keeps a busy daemon's heap (wireguard-go's
+	// 64 KiB packet buffers) in check; GOMEMLIMIT in the environment wins.
+	// Measured (make bench): 64 MiB costs no throughput, 40 MiB costs 15%.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	apiLn, err := listenAPIForUp(state)
 	if err != nil {
 		return err
