@@ -81,6 +81,11 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 	}
 	n.peers[c.NodeID] = &peerState{rec: rec, endpoint: ep, reason: reason, since: n.now()}
 	n.peersDirty = true
+	known := make([]netip.Addr, 0, 2*len(n.peers))
+	for _, p := range n.peers {
+		known = append(known, p.rec.Cert.IPv4, p.rec.Cert.IPv6())
+	}
+	n.demand.setKnown(known)
 	n.logger.Info("peer configured", "name", c.Name, "node_id", c.NodeID.Short(), "endpoint", ep)
 	return nil
 }
@@ -238,6 +243,14 @@ type Status struct {
 	Listen    netip.AddrPort   `json:"listen"`
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	Anchor    bool             `json:"anchor"`
+	// Mode is "userspace" (gVisor stack) or "tun" (kernel interface).
+	Mode string `json:"mode"`
+	// Interface is the TUN interface in TUN mode.
+	Interface string `json:"interface,omitempty"`
+	// DNS is where the overlay DNS server listens, if it runs.
+	DNS string `json:"dns,omitempty"`
+	// UAPI is the name `wg show` knows the node by, if its socket is up.
+	UAPI      string           `json:"uapi,omitempty"`
 	Bootstrap []netip.AddrPort `json:"bootstrap"`
 	// BootstrapReachable counts the bootstrap nodes that answered.
 	BootstrapReachable int          `json:"bootstrap_reachable"`
@@ -285,7 +298,14 @@ func (n *Node) Status() (Status, error) {
 		Endpoints: n.endpoints, Anchor: n.anchor != nil, Bootstrap: n.bootAddrs,
 		BootstrapReachable: len(n.bootPeers), CertExpires: n.cert.NotAfter,
 		SpoofedDrops: n.tun.Stats().SpoofedDrops,
-		Peers:        []PeerStatus{},
+		Mode:         "userspace", Interface: n.cfg.TUN, UAPI: n.uapiName,
+		Peers: []PeerStatus{},
+	}
+	if n.cfg.TUN != "" {
+		st.Mode = "tun"
+	}
+	if n.dns != nil {
+		st.DNS = n.dnsAddr.String()
 	}
 	for _, p := range n.peers {
 		c := p.rec.Cert

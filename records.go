@@ -305,6 +305,8 @@ type Peer struct {
 	Endpoints []netip.AddrPort
 	// Expires is when the peer's current record expires.
 	Expires time.Time
+	// Seq is the record's sequence number.
+	Seq uint64
 
 	rec *trust.NodeRecord
 }
@@ -312,7 +314,7 @@ type Peer struct {
 func peerFromRecord(rec *trust.NodeRecord) Peer {
 	c := rec.Cert
 	return Peer{Name: c.Name, NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(), Tags: c.Tags,
-		Endpoints: rec.Endpoints, Expires: rec.Expires, rec: rec}
+		Endpoints: rec.Endpoints, Expires: rec.Expires, Seq: rec.Seq, rec: rec}
 }
 
 // Resolve finds the node that host names: a bare name ("api"), a name in the

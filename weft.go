@@ -12,8 +12,9 @@ import (
 
 	"github.com/weft-net/weft/addr"
 	"github.com/weft-net/weft/dht"
+	"github.com/weft-net/weft/dns"
 	"github.com/weft-net/weft/nat"
-	"github.com/weft-net/weft/netstack"
+	"github.com/weft-net/weft/platform"
 	"github.com/weft-net/weft/trust"
 	"github.com/weft-net/weft/tunnel"
 )
@@ -42,6 +43,17 @@ type Config struct {
 	// Bootstrap are nodes to publish to and look records up from, in
 	// addition to those remembered in the state directory.
 	Bootstrap []netip.AddrPort
+	// TUN names a kernel TUN interface to create (root only): the node's
+	// overlay addresses go on it and every program on the host reaches the
+	// overlay. Empty means userspace mode (gVisor), which needs no root.
+	TUN string
+	// DNS is where the overlay DNS server listens. The zero value means: in
+	// TUN mode, port 53 of the node's overlay IPv4 address; in userspace
+	// mode, no DNS server.
+	DNS netip.AddrPort
+	// AcceptDNS makes a TUN-mode node point the OS resolver at its DNS
+	// server for the network's domain (split DNS), restoring it on Close.
+	AcceptDNS bool
 	// MTU of the overlay interface; zero means DefaultMTU.
 	MTU int
 	// RecordTTL is the lifetime of published node records; zero means
@@ -66,11 +78,18 @@ type Node struct {
 	anchor  *trust.Anchor // nil unless this node is an anchor
 
 	conn   *nat.Conn
-	stack  *netstack.Stack
+	plane  dataPlane  // userspace stack or kernel TUN
+	demand *demandTUN // the plane's device, watched for on-demand peers
 	tun    *tunnel.Tunnel
 	store  *dht.Store
 	server *dht.Server
 	client *dht.Client
+
+	dns      *dns.Server    // nil without a DNS server
+	dnsAddr  netip.AddrPort // where dns listens
+	osDNS    *platform.DNS  // OS resolver configuration to undo, or nil
+	uapi     net.Listener   // wireguard-go UAPI socket, or nil
+	uapiName string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -135,6 +154,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.startDNS(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.startUAPI()
 	if err := n.publishInitial(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -214,17 +238,14 @@ func (n *Node) startDataPlane() error {
 	if err != nil {
 		return fmt.Errorf("listen UDP %s: %w", n.cfg.Listen, err)
 	}
-	n.stack, err = netstack.New(netstack.Config{
-		Addrs:  []netip.Addr{n.cert.IPv4, n.cert.IPv6()},
-		MTU:    n.cfg.MTU,
-		Logger: n.cfg.Logger,
-	})
+	n.plane, err = n.newDataPlane()
 	if err != nil {
-		return fmt.Errorf("create userspace network stack: %w", err)
+		return err
 	}
+	n.demand = newDemandTUN(n.plane.Device(), n)
 	n.tun, err = tunnel.New(tunnel.Config{
 		Bind:       n.conn.Bind(),
-		TUN:        n.stack.Device(),
+		TUN:        n.demand,
 		PrivateKey: tunnel.Key(n.id.WG),
 		Logger:     n.cfg.Logger,
 	})
@@ -268,8 +289,8 @@ func (n *Node) closeDataPlane() {
 	if n.tun != nil {
 		n.tun.Close() // closes the Bind and the netstack device
 	}
-	if n.stack != nil {
-		n.stack.Close()
+	if n.plane != nil {
+		n.plane.Close()
 	}
 	if n.conn != nil {
 		n.conn.Close()
@@ -287,6 +308,17 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
+	if n.osDNS != nil {
+		if err := n.osDNS.Close(); err != nil {
+			n.logger.Warn("could not restore the OS resolver configuration", "err", err)
+		}
+	}
+	if n.dns != nil {
+		n.dns.Close()
+	}
+	if n.uapi != nil {
+		n.uapi.Close()
+	}
 	n.wg.Wait()
 	n.savePeers()
 	n.closeDataPlane()
@@ -294,6 +326,22 @@ func (n *Node) Close() error {
 		n.anchor.Close()
 	}
 	return nil
+}
+
+// goBackground runs f in a goroutine owned by the node, with a context
+// cancelled by Close; it reports false (and runs nothing) after Close.
+func (n *Node) goBackground(f func(ctx context.Context)) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f(n.ctx)
+	}()
+	return true
 }
 
 func (n *Node) isClosed() bool {
@@ -342,7 +390,7 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 	if network[:3] == "udp" {
 		base = "udp"
 	}
-	c, err := n.stack.DialContext(ctx, base, netip.AddrPortFrom(ip, port))
+	c, err := n.plane.DialContext(ctx, base, netip.AddrPortFrom(ip, port))
 	if err != nil {
 		return nil, fmt.Errorf("weft dial %s (%s): %w", address, netip.AddrPortFrom(ip, port), err)
 	}
@@ -356,7 +404,7 @@ func (n *Node) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.stack.ListenTCP(ap)
+	return n.plane.ListenTCP(ap)
 }
 
 // ListenPacket listens for UDP datagrams from the overlay; address as for
@@ -366,7 +414,7 @@ func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.stack.ListenUDP(ap)
+	return n.plane.ListenUDP(ap)
 }
 
 func (n *Node) localAddrPort(network, address, base string) (netip.AddrPort, error) {

@@ -146,6 +146,9 @@ type resolveResult struct {
 	IPv4      string   `json:"ipv4"`
 	IPv6      string   `json:"ipv6"`
 	Endpoints []string `json:"endpoints"`
+	Tags      []string `json:"tags,omitempty"`
+	Seq       uint64   `json:"seq"`
+	Expires   string   `json:"expires"`
 }
 
 func (s *apiServer) resolve(w http.ResponseWriter, r *http.Request) {
@@ -156,7 +159,8 @@ func (s *apiServer) resolve(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, err)
 		return
 	}
-	res := resolveResult{Name: p.Name, NodeID: p.NodeID.String(), IPv4: p.IPv4.String(), IPv6: p.IPv6.String()}
+	res := resolveResult{Name: p.Name, NodeID: p.NodeID.String(), IPv4: p.IPv4.String(), IPv6: p.IPv6.String(),
+		Tags: p.Tags, Seq: p.Seq, Expires: p.Expires.UTC().Format(time.RFC3339)}
 	for _, e := range p.Endpoints {
 		res.Endpoints = append(res.Endpoints, e.String())
 	}

@@ -17,6 +17,48 @@ import (
 	"github.com/weft-net/weft/netstack"
 )
 
+// defaultTUN is the interface `--tun` creates when given no name.
+const defaultTUN = "weft0"
+
+// tunFlag is --tun: a boolean flag that may carry an interface name
+// (--tun, --tun=NAME, or --tun NAME).
+type tunFlag struct {
+	set  bool
+	name string
+}
+
+func (f *tunFlag) String() string   { return f.name }
+func (f *tunFlag) IsBoolFlag() bool { return true }
+
+func (f *tunFlag) Set(s string) error {
+	f.set = true
+	switch s {
+	case "true", "":
+		f.name = defaultTUN
+	case "false":
+		f.set, f.name = false, ""
+	default:
+		if !validIfName(s) {
+			return fmt.Errorf("interface name %q: use 1-15 letters, digits, '-', '_' or '.'", s)
+		}
+		f.name = s
+	}
+	return nil
+}
+
+// validIfName reports whether s can name a Linux network interface.
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // defaultMemoryLimit is the daemon's soft Go memory limit unless GOMEMLIMIT
 // is set.
 const defaultMemoryLimit = 64 << 20
@@ -59,7 +101,13 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	var state, listen, socks, httpProxy, logLevel string
 	var bootstrap, expose listFlag
 	var mtu int
+	var tunName tunFlag
+	var dnsAddr string
+	acceptDNS := true
 	fs := newFlagSet(e, commands["up"], &state)
+	fs.Var(&tunName, "tun", "kernel TUN mode (root): create interface `NAME` (--tun alone: weft0) instead of the userspace stack")
+	fs.StringVar(&dnsAddr, "dns", "", "serve overlay DNS on `ADDR:PORT` (TUN mode default: the overlay IPv4 address, port 53; userspace default: off)")
+	fs.BoolVar(&acceptDNS, "accept-dns", true, "in TUN mode, point the OS resolver at weft's DNS server for the overlay domain")
 	fs.StringVar(&listen, "listen", fmt.Sprintf("0.0.0.0:%d", weft.DefaultPort), "UDP `ADDR:PORT` of the node's socket (WireGuard and control)")
 	fs.Var(&bootstrap, "bootstrap", "bootstrap node `ADDR:PORT` (repeatable or comma-separated)")
 	fs.StringVar(&socks, "socks5", "", "serve a SOCKS5 proxy into the overlay on `ADDR` (e.g. 127.0.0.1:1080)")
@@ -67,8 +115,18 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs.Var(&expose, "expose", "forward overlay TCP `PORT=LOCALADDR` to a local service (repeatable)")
 	fs.IntVar(&mtu, "mtu", weft.DefaultMTU, "MTU of the overlay")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
-	if err := parseNoArgs(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return err
+	}
+	// `--tun NAME` with a space: the name arrives as a positional argument.
+	if tunName.set && tunName.name == defaultTUN && len(pos) == 1 && validIfName(pos[0]) {
+		tunName.name, pos = pos[0], nil
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(e.stderr, "unexpected argument %q\n", pos[0])
+		fs.Usage()
+		return errUsage
 	}
 	state = stateDir(state)
 	var level slog.Level
@@ -77,7 +135,20 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger}
+	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS}
+	if tunName.set {
+		cfg.TUN = tunName.name
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("--tun needs root (or CAP_NET_ADMIN): run with sudo, or drop --tun to use userspace mode")
+		}
+	}
+	if dnsAddr != "" {
+		ap, err := netip.ParseAddrPort(dnsAddr)
+		if err != nil {
+			return fmt.Errorf("--dns %q: want IP:PORT, e.g. 127.0.0.1:5353", dnsAddr)
+		}
+		cfg.DNS = ap
+	}
 	ap, err := netip.ParseAddrPort(listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: want IP:PORT, e.g. 0.0.0.0:%d", listen, weft.DefaultPort)
@@ -186,6 +257,12 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	st, err := node.Status()
 	if err == nil {
 		fmt.Fprintf(e.stderr, "weft: %s.%s up: %s %s, UDP %s (node %s)\n", st.Name, st.Domain, st.IPv4, st.IPv6, st.Listen, st.NodeID.Short())
+		if st.Interface != "" {
+			fmt.Fprintf(e.stderr, "weft: kernel interface %s carries the overlay\n", st.Interface)
+		}
+		if st.DNS != "" {
+			fmt.Fprintf(e.stderr, "weft: overlay DNS on %s (try: dig @%s -p %d NAME.%s)\n", st.DNS, netip.MustParseAddrPort(st.DNS).Addr(), netip.MustParseAddrPort(st.DNS).Port(), st.Domain)
+		}
 	}
 	<-ctx.Done()
 	fmt.Fprintln(e.stderr, "weft: shutting down")

@@ -1,0 +1,124 @@
+package weft
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// demandTUN wraps the data plane's tun.Device and watches the packets the
+// node sends: a packet to an overlay address that no configured peer owns
+// starts a lookup of that address and the connect exchange, so peers are
+// added on demand when traffic needs them — also for traffic that did not
+// go through Dial or the DNS server (ping 100.x.y.z, a UDP WriteTo). The
+// packet itself goes on to wireguard-go, which drops it while the peer is
+// unknown; the application retransmits.
+type demandTUN struct {
+	tun.Device
+	n *Node
+
+	v4 netip.Prefix // the network's IPv4 prefix
+	v6 netip.Prefix // the network's ULA /48
+
+	// known is the set of overlay addresses of configured peers (and our
+	// own), replaced as a whole when peers change; read on every packet.
+	known atomic.Pointer[map[netip.Addr]struct{}]
+
+	mu      sync.Mutex // guards pending
+	pending map[netip.Addr]time.Time
+}
+
+// demandRetry is how soon a failed on-demand lookup of one address may be
+// tried again.
+const demandRetry = 5 * time.Second
+
+func newDemandTUN(dev tun.Device, n *Node) *demandTUN {
+	d := &demandTUN{Device: dev, n: n, v4: n.genesis.IPv4Prefix, v6: netip.PrefixFrom(n.cert.IPv6(), addrULABits).Masked(),
+		pending: make(map[netip.Addr]time.Time)}
+	d.setKnown(nil)
+	return d
+}
+
+// setKnown replaces the set of addresses that need no lookup.
+func (d *demandTUN) setKnown(peers []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(peers)+2)
+	m[d.n.cert.IPv4] = struct{}{}
+	m[d.n.cert.IPv6()] = struct{}{}
+	for _, a := range peers {
+		m[a] = struct{}{}
+	}
+	d.known.Store(&m)
+}
+
+func (d *demandTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := d.Device.Read(bufs, sizes, offset)
+	if n > 0 {
+		known := *d.known.Load()
+		for i := 0; i < n; i++ {
+			dst, ok := packetDst(bufs[i][offset : offset+sizes[i]])
+			if !ok {
+				continue
+			}
+			if _, ok := known[dst]; ok {
+				continue
+			}
+			if d.v4.Contains(dst) || d.v6.Contains(dst) {
+				d.demand(dst)
+			}
+		}
+	}
+	return n, err
+}
+
+// demand starts a lookup and connect for dst unless one ran recently.
+func (d *demandTUN) demand(dst netip.Addr) {
+	now := time.Now()
+	d.mu.Lock()
+	if t, ok := d.pending[dst]; ok && now.Sub(t) < demandRetry {
+		d.mu.Unlock()
+		return
+	}
+	if len(d.pending) > 4096 {
+		clear(d.pending)
+	}
+	d.pending[dst] = now
+	d.mu.Unlock()
+	n := d.n
+	if !n.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		p, err := n.Resolve(ctx, dst.String())
+		if err == nil && p.NodeID != n.cert.NodeID {
+			err = n.connectPeer(ctx, p.rec)
+		}
+		if err != nil {
+			n.logger.Debug("on-demand connect failed", "dst", dst, "err", err)
+		}
+	}) {
+		return
+	}
+}
+
+// packetDst returns the destination address of an IPv4 or IPv6 packet.
+func packetDst(p []byte) (netip.Addr, bool) {
+	if len(p) < 1 {
+		return netip.Addr{}, false
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < 20 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom4([4]byte(p[16:20])), true
+	case 6:
+		if len(p) < 40 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16([16]byte(p[24:40])), true
+	}
+	return netip.Addr{}, false
+}
