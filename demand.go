@@ -24,9 +24,10 @@ type demandTUN struct {
 	v4 netip.Prefix // the network's IPv4 prefix
 	v6 netip.Prefix // the network's ULA /48
 
-	// known is the set of overlay addresses of configured peers (and our
-	// own), replaced as a whole when peers change; read on every packet.
-	known atomic.Pointer[map[netip.Addr]struct{}]
+	// known maps the overlay addresses of configured peers to their
+	// activity record (our own addresses map to nil); it is replaced as a
+	// whole when peers change and read on every packet.
+	known atomic.Pointer[map[netip.Addr]*activity]
 
 	mu      sync.Mutex // guards pending
 	pending map[netip.Addr]time.Time
@@ -43,27 +44,53 @@ func newDemandTUN(dev tun.Device, n *Node) *demandTUN {
 	return d
 }
 
-// setKnown replaces the set of addresses that need no lookup.
-func (d *demandTUN) setKnown(peers []netip.Addr) {
-	m := make(map[netip.Addr]struct{}, len(peers)+2)
-	m[d.n.cert.IPv4] = struct{}{}
-	m[d.n.cert.IPv6()] = struct{}{}
-	for _, a := range peers {
-		m[a] = struct{}{}
+// activity is when application traffic last went to or came from a peer,
+// in Unix seconds. WireGuard keepalives and handshakes never reach the TUN
+// device, so they do not count: a peer with nothing but keepalives is idle.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch(now int64) {
+	if a != nil && a.last.Load() != now {
+		a.last.Store(now)
 	}
+}
+
+// setKnown replaces the map of addresses that need no lookup.
+func (d *demandTUN) setKnown(peers map[netip.Addr]*activity) {
+	m := make(map[netip.Addr]*activity, len(peers)+2)
+	for a, act := range peers {
+		m[a] = act
+	}
+	m[d.n.cert.IPv4] = nil
+	m[d.n.cert.IPv6()] = nil
 	d.known.Store(&m)
+}
+
+// Write delivers decrypted packets to the stack, noting the sending peer's
+// activity.
+func (d *demandTUN) Write(bufs [][]byte, offset int) (int, error) {
+	known := *d.known.Load()
+	now := time.Now().Unix()
+	for _, b := range bufs {
+		if src, ok := packetSrc(b[offset:]); ok {
+			known[src].touch(now)
+		}
+	}
+	return d.Device.Write(bufs, offset)
 }
 
 func (d *demandTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := d.Device.Read(bufs, sizes, offset)
 	if n > 0 {
 		known := *d.known.Load()
+		now := time.Now().Unix()
 		for i := 0; i < n; i++ {
 			dst, ok := packetDst(bufs[i][offset : offset+sizes[i]])
 			if !ok {
 				continue
 			}
-			if _, ok := known[dst]; ok {
+			if act, ok := known[dst]; ok {
+				act.touch(now)
 				continue
 			}
 			if d.v4.Contains(dst) || d.v6.Contains(dst) {
@@ -101,6 +128,26 @@ func (d *demandTUN) demand(dst netip.Addr) {
 	}) {
 		return
 	}
+}
+
+// packetSrc returns the source address of an IPv4 or IPv6 packet.
+func packetSrc(p []byte) (netip.Addr, bool) {
+	if len(p) < 1 {
+		return netip.Addr{}, false
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < 20 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom4([4]byte(p[12:16])), true
+	case 6:
+		if len(p) < 40 {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16([16]byte(p[8:24])), true
+	}
+	return netip.Addr{}, false
 }
 
 // packetDst returns the destination address of an IPv4 or IPv6 packet.

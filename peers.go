@@ -27,6 +27,7 @@ func (n *Node) handleHello(ctx context.Context, from nat.Peer, body []byte) ([]b
 func (n *Node) handleConnect(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
 	rec, err := n.verifyRecord(body, n.now())
 	if err != nil {
+		n.countReject(err)
 		n.logger.Warn("refused connect", "from", from.Addr, "reason", err)
 		return nil, fmt.Errorf("connect refused: %w", err)
 	}
@@ -79,15 +80,53 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 		// The peer changed keys: drop the old WireGuard peer.
 		_ = n.tun.RemovePeer(tunnel.Key(old.rec.Cert.WGKey))
 	}
-	n.peers[c.NodeID] = &peerState{rec: rec, endpoint: ep, reason: reason, since: n.now()}
-	n.peersDirty = true
-	known := make([]netip.Addr, 0, 2*len(n.peers))
-	for _, p := range n.peers {
-		known = append(known, p.rec.Cert.IPv4, p.rec.Cert.IPv6())
+	act := &activity{}
+	if old, ok := n.peers[c.NodeID]; ok {
+		act = old.act
 	}
-	n.demand.setKnown(known)
+	act.touch(time.Now().Unix())
+	n.peers[c.NodeID] = &peerState{rec: rec, endpoint: ep, reason: reason, since: n.now(), act: act}
+	n.peersDirty = true
+	n.updateKnownLocked()
 	n.logger.Info("peer configured", "name", c.Name, "node_id", c.NodeID.Short(), "endpoint", ep)
 	return nil
+}
+
+// updateKnownLocked hands the demand watcher the current peer addresses.
+func (n *Node) updateKnownLocked() {
+	known := make(map[netip.Addr]*activity, 2*len(n.peers))
+	for _, p := range n.peers {
+		known[p.rec.Cert.IPv4] = p.act
+		known[p.rec.Cert.IPv6()] = p.act
+	}
+	n.demand.setKnown(known)
+}
+
+// reapIdle removes peers that carried no application traffic for the idle
+// timeout; traffic to them later sets them up again on demand.
+func (n *Node) reapIdle() {
+	idle := n.cfg.IdleTimeout
+	if idle < 0 {
+		return
+	}
+	cutoff := time.Now().Add(-idle).Unix()
+	n.mu.Lock()
+	var gone []*peerState
+	for id, p := range n.peers {
+		if p.act.last.Load() < cutoff {
+			gone = append(gone, p)
+			delete(n.peers, id)
+		}
+	}
+	if len(gone) > 0 {
+		n.peersDirty = true
+		n.updateKnownLocked()
+	}
+	n.mu.Unlock()
+	for _, p := range gone {
+		_ = n.tun.RemovePeer(tunnel.Key(p.rec.Cert.WGKey))
+		n.logger.Info("removed idle peer", "name", p.rec.Cert.Name, "idle_for", idle)
+	}
 }
 
 // maxResumePeers bounds how many peers are remembered across restarts.
@@ -259,6 +298,9 @@ type Status struct {
 	// SpoofedDrops counts packets dropped because a peer sent them with a
 	// source address that is not its own.
 	SpoofedDrops uint64 `json:"spoofed_drops"`
+	// Rejections counts refused records, connects and joins by reason
+	// (expired, wrong network, too few endorsements, bad signature, ...).
+	Rejections map[string]uint64 `json:"rejections,omitempty"`
 }
 
 // PeerStatus is one configured peer.
@@ -303,6 +345,12 @@ func (n *Node) Status() (Status, error) {
 	}
 	if n.cfg.TUN != "" {
 		st.Mode = "tun"
+	}
+	if len(n.rejects) > 0 {
+		st.Rejections = make(map[string]uint64, len(n.rejects))
+		for k, v := range n.rejects {
+			st.Rejections[k] = v
+		}
 	}
 	if n.dns != nil {
 		st.DNS = n.dnsAddr.String()

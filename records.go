@@ -39,6 +39,7 @@ type validator struct{ n *Node }
 func (v validator) Validate(key dht.Key, value []byte, now time.Time) (uint64, time.Time, error) {
 	rec, err := v.n.verifyRecord(value, now)
 	if err != nil {
+		v.n.countReject(err)
 		return 0, time.Time{}, err
 	}
 	c := rec.Cert
@@ -153,6 +154,7 @@ func (n *Node) maintain() {
 		case <-tick.C:
 		}
 		now := n.now()
+		n.reapIdle()
 		if now.Sub(lastSave) >= saveInterval {
 			n.savePeers()
 			lastSave = now

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/weft-net/weft"
@@ -149,6 +150,30 @@ func TestForgedCertificateRefused(t *testing.T) {
 	expectErr(t, "store of forged record", r.store(t, tn.anchor, dht.NameKey("evil"), rec), "anchor", "endorse")
 	expectErr(t, "connect with forged certificate", r.connect(t, tn.nodes["victim"], rec), "anchor", "endorse")
 
+	// The refusals are counted by reason, in status and in the metrics.
+	st, err := tn.nodes["victim"].Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rejections) == 0 {
+		t.Fatalf("victim counted no rejection: %+v", st.Rejections)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tn.nodes["victim"].Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	found := map[string]bool{}
+	for _, mf := range mfs {
+		found[mf.GetName()] = true
+	}
+	for _, want := range []string{"weft_node_info", "weft_rejections_total", "weft_socket_control_in_total", "weft_store_records"} {
+		if !found[want] {
+			t.Errorf("metric %s missing (have %v)", want, found)
+		}
+	}
+
 	// Nobody can resolve the forged name.
 	if _, err := tn.nodes["victim"].Resolve(ctxT(t), "evil"); err == nil {
 		t.Fatal("forged name resolved")
@@ -164,7 +189,7 @@ func TestForgedCertificateRefused(t *testing.T) {
 	if err := trust.SaveCertificate(dir, cert); err != nil {
 		t.Fatal(err)
 	}
-	_, err := weft.Start(context.Background(), weft.Config{StateDir: dir, Listen: loopback, Logger: testLogger(t)})
+	_, err = weft.Start(context.Background(), weft.Config{StateDir: dir, Listen: loopback, Logger: testLogger(t)})
 	expectErr(t, "Start with a forged certificate", err, "anchor", "endorse")
 }
 

@@ -294,6 +294,7 @@ func (n *Node) handleJoin(ctx context.Context, from nat.Peer, body []byte) ([]by
 		}
 	}
 	if err != nil {
+		n.countReject(err)
 		n.logger.Warn("join refused", "from", from.Addr, "reason", err)
 		resp = *trust.NewJoinResponse(nil, err)
 	} else {

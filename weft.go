@@ -23,6 +23,8 @@ import (
 const (
 	DefaultMTU       = 1420
 	DefaultRecordTTL = time.Hour
+	// DefaultIdleTimeout is Config.IdleTimeout's zero value.
+	DefaultIdleTimeout = 10 * time.Minute
 	// DefaultPort is the UDP port `weft up` listens on when --listen is not
 	// given.
 	DefaultPort = 41641
@@ -54,6 +56,10 @@ type Config struct {
 	// AcceptDNS makes a TUN-mode node point the OS resolver at its DNS
 	// server for the network's domain (split DNS), restoring it on Close.
 	AcceptDNS bool
+	// IdleTimeout is how long a peer may carry no application traffic
+	// before its tunnel is removed (it is set up again on demand). Zero
+	// means DefaultIdleTimeout; negative keeps peers forever.
+	IdleTimeout time.Duration
 	// MTU of the overlay interface; zero means DefaultMTU.
 	MTU int
 	// RecordTTL is the lifetime of published node records; zero means
@@ -105,6 +111,7 @@ type Node struct {
 	peers      map[addr.NodeID]*peerState
 	dialing    map[addr.NodeID]chan struct{} // in-flight connects
 	fetched    map[dht.Key]time.Time         // when a key was last looked up remotely
+	rejects    map[string]uint64             // refusals by trust reason
 	peersDirty bool                          // peers changed since savePeers
 
 	stateMu    sync.Mutex // serializes read-modify-write of node.json
@@ -113,6 +120,7 @@ type Node struct {
 
 // peerState is a configured WireGuard peer.
 type peerState struct {
+	act      *activity // last application traffic, shared with demandTUN
 	rec      *trust.NodeRecord
 	endpoint netip.AddrPort
 	reason   string
@@ -127,6 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.RecordTTL == 0 {
 		cfg.RecordTTL = DefaultRecordTTL
@@ -145,6 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		peers:     make(map[addr.NodeID]*peerState),
 		dialing:   make(map[addr.NodeID]chan struct{}),
 		fetched:   make(map[dht.Key]time.Time),
+		rejects:   make(map[string]uint64),
 	}
 	if err := n.loadState(); err != nil {
 		return nil, err

@@ -334,3 +334,61 @@ func TestPeerRestart(t *testing.T) {
 	}
 	t.Logf("reachable %v after restart", time.Since(start))
 }
+
+// TestIdlePeerRemoved: a peer that carries no traffic for the idle timeout
+// is removed, and traffic sets it up again.
+func TestIdlePeerRemoved(t *testing.T) {
+	base := t.TempDir()
+	adir := filepath.Join(base, "anchor")
+	if _, err := weft.Init(weft.InitOptions{StateDir: adir, Name: "anchor"}); err != nil {
+		t.Fatal(err)
+	}
+	start := func(dir string) *weft.Node {
+		n, err := weft.Start(context.Background(), weft.Config{StateDir: dir, Listen: loopback, Logger: testLogger(t), IdleTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	anchor := start(adir)
+	tok, _ := anchor.Invite(weft.InviteOptions{Name: "idle"})
+	cdir := filepath.Join(base, "idle")
+	if _, err := weft.Join(context.Background(), weft.JoinOptions{StateDir: cdir, Token: tok, Logger: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	client := start(cdir)
+	serveHTTP(t, anchor, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	c := httpClient(client)
+	get := func() {
+		t.Helper()
+		resp, err := c.Get("http://anchor/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get()
+	peers := func(n *weft.Node) int {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(st.Peers)
+	}
+	if peers(client) != 1 {
+		t.Fatal("no peer after traffic")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for peers(client) != 0 || peers(anchor) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle peers not removed: client %d, anchor %d", peers(client), peers(anchor))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	get() // set up again on demand
+	if peers(client) != 1 {
+		t.Fatal("peer not set up again after idling")
+	}
+}

@@ -6,12 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/weft-net/weft"
 	"github.com/weft-net/weft/netstack"
@@ -102,11 +108,14 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	var bootstrap, expose listFlag
 	var mtu int
 	var tunName tunFlag
-	var dnsAddr string
+	var dnsAddr, metricsAddr string
 	acceptDNS := true
 	fs := newFlagSet(e, commands["up"], &state)
 	fs.Var(&tunName, "tun", "kernel TUN mode (root): create interface `NAME` (--tun alone: weft0) instead of the userspace stack")
 	fs.StringVar(&dnsAddr, "dns", "", "serve overlay DNS on `ADDR:PORT` (TUN mode default: the overlay IPv4 address, port 53; userspace default: off)")
+	var idle time.Duration
+	fs.DurationVar(&idle, "idle-timeout", weft.DefaultIdleTimeout, "remove a peer's tunnel after this long without traffic (set up again on demand); negative: never")
+	fs.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (e.g. 127.0.0.1:9100)")
 	fs.BoolVar(&acceptDNS, "accept-dns", true, "in TUN mode, point the OS resolver at weft's DNS server for the overlay domain")
 	fs.StringVar(&listen, "listen", fmt.Sprintf("0.0.0.0:%d", weft.DefaultPort), "UDP `ADDR:PORT` of the node's socket (WireGuard and control)")
 	fs.Var(&bootstrap, "bootstrap", "bootstrap node `ADDR:PORT` (repeatable or comma-separated)")
@@ -135,7 +144,10 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS}
+	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS, IdleTimeout: idle}
+	if idle == 0 {
+		return errors.New("--idle-timeout 0 is ambiguous: give a duration, or a negative one to keep peers forever")
+	}
 	if tunName.set {
 		cfg.TUN = tunName.name
 		if os.Geteuid() != 0 {
@@ -243,6 +255,25 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		closers = append(closers, s.Close)
 		serve("HTTP proxy", func() error { return s.Serve(ln) })
 		fmt.Fprintf(e.stderr, "weft: HTTP proxy on %s\n", ln.Addr())
+	}
+	if metricsAddr != "" {
+		ln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(node.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		closers = append(closers, srv.Close)
+		serve("metrics", func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		fmt.Fprintf(e.stderr, "weft: metrics on http://%s/metrics\n", ln.Addr())
 	}
 	for _, x := range exposes {
 		ln, err := node.Listen("tcp", fmt.Sprintf(":%d", x.port))
