@@ -1,5 +1,6 @@
 # weft — see README.md. Targets:
-#   make setup   install the system packages the tests use and fetch Go modules
+#   make setup   install the system packages the tests use (curl, ssh, sshd, and for the
+#                namespace tests ip, ping, dig, iperf3, wg) and fetch Go modules
 #   make build   build bin/weft
 #   make run     run a zero-setup node (creates a one-anchor network on first run)
 #   make test    vet + all tests (end-to-end included; root-only tests skip without root)
@@ -21,6 +22,11 @@ setup:
 	  command -v curl >/dev/null 2>&1 || need="$$need curl"; \
 	  [ -x /usr/sbin/sshd ] || need="$$need openssh-server"; \
 	  command -v ssh >/dev/null 2>&1 || need="$$need openssh-client"; \
+	  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need="$$need iproute2"; \
+	  command -v ping >/dev/null 2>&1 || need="$$need iputils-ping"; \
+	  command -v dig >/dev/null 2>&1 || need="$$need dnsutils"; \
+	  command -v iperf3 >/dev/null 2>&1 || need="$$need iperf3"; \
+	  command -v wg >/dev/null 2>&1 || need="$$need wireguard-tools"; \
 	  if [ -n "$$need" ]; then \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$need; \

@@ -533,21 +533,47 @@ func checkPeers(t *testing.T, n twoNodes) {
 
 var sshSkipReason string
 
+// sshdPath is where Debian's openssh-server installs sshd.
+const sshdPath = "/usr/sbin/sshd"
+
+// sshdUnavailable says why a real sshd cannot be run, "" if it can.
+func sshdUnavailable() string {
+	if _, err := os.Stat(sshdPath); err != nil {
+		return sshdPath + " is not installed (`make setup` installs openssh-server); skipping the ssh check"
+	}
+	for _, tool := range []string{"ssh", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool + " is not installed (`make setup` installs openssh-client); skipping the ssh check"
+		}
+	}
+	return ""
+}
+
 // startSSHD starts a real sshd on a free loopback port that accepts one
 // generated key for the current user. It returns nil, with sshSkipReason
 // set, when sshd, ssh or ssh-keygen is missing.
 func startSSHD(t *testing.T, dir string) *sshServer {
 	t.Helper()
-	const sshd = "/usr/sbin/sshd"
-	if _, err := os.Stat(sshd); err != nil {
-		sshSkipReason = sshd + " is not installed (`make setup` installs openssh-server); skipping the ssh check"
+	if sshSkipReason = sshdUnavailable(); sshSkipReason != "" {
 		return nil
 	}
-	for _, tool := range []string{"ssh", "ssh-keygen"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			sshSkipReason = tool + " is not installed (`make setup` installs openssh-client); skipping the ssh check"
-			return nil
-		}
+	s, config := newSSHDConfig(t, dir, loopback(freePort(t, "tcp")))
+	// -D: foreground; -e: log to stderr.
+	p := startProcess(t, "sshd", exec.Command(sshdPath, "-D", "-e", "-f", config))
+	waitSSHBanner(t, s.addr, func() (net.Conn, error) { return net.DialTimeout("tcp", s.addr, time.Second) },
+		p.exited, p.output.String)
+	return s
+}
+
+// newSSHDConfig writes, under dir/sshd, a host key, a client key and the
+// configuration of an sshd listening on addr (IP:PORT) that lets the
+// current user in with the client key. It returns the server and the
+// configuration file for `sshd -f`.
+func newSSHDConfig(t *testing.T, dir, addr string) (*sshServer, string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	u, err := user.Current()
 	if err != nil {
@@ -574,14 +600,13 @@ func startSSHD(t *testing.T, dir string) *sshServer {
 	if err := os.WriteFile(authKeys, pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t, "tcp")
 	rootLogin := "no"
 	if os.Geteuid() == 0 {
 		rootLogin = "yes"
 	}
 	config := filepath.Join(sd, "sshd_config")
-	cfg := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
+	cfg := fmt.Sprintf(`Port %s
+ListenAddress %s
 HostKey %s
 AuthorizedKeysFile %s
 PidFile none
@@ -593,32 +618,35 @@ KbdInteractiveAuthentication no
 PermitRootLogin %s
 AllowUsers %s
 LogLevel VERBOSE
-`, port, hostKey, authKeys, rootLogin, u.Username)
+`, port, host, hostKey, authKeys, rootLogin, u.Username)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// -D: foreground; -e: log to stderr.
-	p := startProcess(t, "sshd", exec.Command(sshd, "-D", "-e", "-f", config))
-	addr := loopback(port)
+	return &sshServer{addr: addr, key: clientKey, user: u.Username}, config
+}
+
+// waitSSHBanner waits until dial reaches a server that sends an SSH banner.
+// exited and output are the sshd process's, for the error.
+func waitSSHBanner(t *testing.T, addr string, dial func() (net.Conn, error), exited func() bool, output func() string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if p.exited() {
-			t.Fatalf("sshd exited: %v\n%s", p.err, p.output.String())
+		if exited() {
+			t.Fatalf("sshd exited:\n%s", output())
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		if c, err := dial(); err == nil {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			banner, _ := bufio.NewReader(c).ReadString('\n')
 			c.Close()
 			if strings.HasPrefix(banner, "SSH-2.0-") {
-				break
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sshd on %s not answering after 10s:\n%s", addr, p.output.String())
+			t.Fatalf("sshd on %s not answering after 10s:\n%s", addr, output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &sshServer{addr: addr, key: clientKey, user: u.Username}
 }
 
 // shellQuote quotes s for the shell ssh runs ProxyCommand with.

@@ -1,0 +1,39 @@
+// Package natlab builds small network labs out of Linux network namespaces
+// for end-to-end tests that run real binaries (weft, curl, dig, ssh, iperf3)
+// the way users do.
+//
+// A Lab belongs to one test. It creates namespaces with names unique to the
+// test process ("PREFIX-PID-RAND-SHORT"), so that parallel runs and the
+// leftovers of crashed ones never collide, and it deletes them, with every
+// process still inside them and their /etc/netns/NAME directory, when the
+// test ends. A new Lab also removes the namespaces of earlier runs with the
+// same prefix whose process is gone.
+//
+// Building blocks:
+//
+//   - Lab.Namespace: a namespace with loopback up.
+//   - Lab.Veth: a veth pair between two namespaces, with addresses, up.
+//   - Lab.Switch and Switch.Attach: a "public internet", a bridge in a
+//     namespace of its own that any number of namespaces plug into.
+//   - Namespace.IP, Namespace.AddAddr, Namespace.Sysctl: configuration.
+//   - Namespace.SetResolvConf: /etc/netns/NAME/resolv.conf, which
+//     `ip netns exec` bind-mounts over /etc/resolv.conf for the programs it
+//     runs, so a program that rewrites its resolver configuration changes
+//     the lab's file, never the host's.
+//   - Namespace.Run, Namespace.MustRun, Namespace.Command: programs in the
+//     namespace (through `ip netns exec`) with timeouts.
+//   - Namespace.Start: a background program in its own process group,
+//     killed when the test ends, its output captured and logged when the
+//     test fails (or always with NATLAB_VERBOSE=1).
+//   - Namespace.Listen, Namespace.ListenPacket, Namespace.DialContext: sockets
+//     of the test process itself inside the namespace, for servers and
+//     clients written in Go (a fake DNS upstream, an HTTP server).
+//
+// Everything needs root, the ip command (iproute2) and /dev/net/tun; Root
+// skips the test with the reason when one is missing. The lab shells out to
+// ip(8) on purpose: it is test infrastructure, and the commands in a failing
+// test's log can be pasted into a shell to reproduce the setup by hand.
+//
+// Issue 5 adds NAT types (nftables rules in router namespaces) on top of
+// these pieces.
+package natlab
