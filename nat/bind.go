@@ -149,7 +149,12 @@ func (b *bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *bind) BatchSize() int { return BatchSize }
 
 // Send writes bufs to ep with sendmmsg. ep must come from this package
-// (ParseEndpoint, NewEndpoint or a received packet).
+// (ParseEndpoint, NewEndpoint or a received packet). With UDP GSO, runs of
+// equal-sized buffers go out as one message: like wireguard-go's
+// StdNetBind, Send appends the later buffers of a run into the spare
+// capacity of its first, so callers must not keep data beyond len(bufs[i]).
+// If the kernel refuses GSO (EIO: the route's device cannot checksum), Send
+// turns it off for the socket and resends without it.
 func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*Endpoint)
 	if !ok {
@@ -158,7 +163,7 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.session.Load() == nil {
 		return net.ErrClosed
 	}
-	if err := b.c.sendBatch(bufs, e.ua); err != nil {
+	if err := b.c.sendBatch(bufs, e); err != nil {
 		b.c.stats.wgSendErrors.Add(1)
 		return fmt.Errorf("nat bind send to %s: %w", e.ap, err)
 	}
@@ -187,7 +192,7 @@ func (s *bindSession) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (
 	b := s.cur
 	n := 0
 	for n < len(bufs) && s.off < b.n {
-		sizes[n] = copy(bufs[n], b.bufs[s.off][:b.sizes[s.off]])
+		sizes[n] = copy(bufs[n], b.pkts[s.off])
 		eps[n] = b.eps[s.off]
 		n++
 		s.off++
@@ -205,41 +210,148 @@ type txBatch struct {
 }
 
 func newTxBatch() *txBatch {
-	t := &txBatch{msgs: make([]ipv6.Message, BatchSize)}
+	t := &txBatch{msgs: make([]ipv6.Message, sendBatchMsgs)}
+	oob := make([]byte, sendBatchMsgs*gsoControlSize)
 	for i := range t.msgs {
 		t.msgs[i].Buffers = make(net.Buffers, 1)
+		t.msgs[i].OOB = oob[i*gsoControlSize : i*gsoControlSize : (i+1)*gsoControlSize]
 	}
 	return t
 }
 
-// sendBatch writes every buffer in bufs to ua, BatchSize per system call.
-func (c *Conn) sendBatch(bufs [][]byte, ua *net.UDPAddr) error {
+// reset drops the references to the caller's buffers.
+func (t *txBatch) reset() {
+	for i := range t.msgs {
+		m := &t.msgs[i]
+		m.Buffers[0] = nil
+		m.OOB = m.OOB[:0]
+		m.Addr = nil
+		m.N, m.NN = 0, 0
+	}
+}
+
+// sendBatch writes every buffer in bufs to ep, up to sendBatchMsgs
+// messages per system call, coalescing runs of packets into UDP GSO
+// messages while the socket has GSO.
+func (c *Conn) sendBatch(bufs [][]byte, ep *Endpoint) error {
 	t := c.txPool.Get().(*txBatch)
 	defer func() {
-		for i := range t.msgs {
-			t.msgs[i].Buffers[0] = nil
-			t.msgs[i].Addr = nil
-		}
+		t.reset()
 		c.txPool.Put(t)
 	}()
+	maxPayload := maxIPv6PayloadLen
+	if ep.ap.Addr().Is4() {
+		maxPayload = maxIPv4PayloadLen
+	}
 	for len(bufs) > 0 {
 		k := min(len(bufs), len(t.msgs))
-		msgs := t.msgs[:k]
-		for i := range msgs {
-			msgs[i].Buffers[0] = bufs[i]
-			msgs[i].Addr = ua
+		var n int
+		gso := c.gso.Load()
+		if gso {
+			n = coalesceMessages(ep.ua, bufs[:k], t.msgs, maxPayload, setGSOSize)
+		} else {
+			n = plainMessages(ep.ua, bufs[:k], t.msgs)
 		}
-		for start := 0; start < k; {
-			n, err := c.pc.WriteBatch(msgs[start:], 0)
-			if err != nil {
-				return err
+		err := c.writeBatch(t.msgs[:n])
+		if err != nil && gso && shouldDisableGSO(err) {
+			// As wireguard-go does: the packets of this round may have
+			// been partly sent, and are sent again in full; WireGuard's
+			// replay window drops duplicates.
+			if c.gso.CompareAndSwap(true, false) {
+				c.log.Warn("UDP segmentation offload refused by the kernel; sending without it", "err", err)
 			}
-			if n <= 0 {
-				return fmt.Errorf("sendmmsg wrote no messages")
-			}
-			start += n
+			t.reset()
+			n = plainMessages(ep.ua, bufs[:k], t.msgs)
+			err = c.writeBatch(t.msgs[:n])
 		}
+		if err != nil {
+			return err
+		}
+		t.reset()
 		bufs = bufs[k:]
 	}
 	return nil
+}
+
+// writeBatch writes msgs with as many sendmmsg calls as it takes.
+func (c *Conn) writeBatch(msgs []ipv6.Message) error {
+	for start := 0; start < len(msgs); {
+		n, err := c.wpc.WriteBatch(msgs[start:], 0)
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			return fmt.Errorf("sendmmsg wrote no messages")
+		}
+		start += n
+	}
+	return nil
+}
+
+// plainMessages fills one message per buffer and returns the count.
+func plainMessages(ua *net.UDPAddr, bufs [][]byte, msgs []ipv6.Message) int {
+	for i, buf := range bufs {
+		msgs[i].Buffers[0] = buf
+		msgs[i].Addr = ua
+	}
+	return len(bufs)
+}
+
+// Limits of one UDP GSO send: above them sendmsg fails with EMSGSIZE. They
+// leave room for the IP and UDP headers; IPv6's payload length excludes its
+// own header.
+const (
+	maxIPv4PayloadLen = 1<<16 - 1 - 20 - 8
+	maxIPv6PayloadLen = 1<<16 - 1 - 8
+)
+
+// coalesceMessages packs bufs into msgs for UDP GSO and returns the number
+// of messages used (at most len(bufs)). A run of buffers of one size, which
+// may end with one shorter buffer, becomes one message whose segment size
+// is that of its first buffer; the later buffers are appended into the
+// first's spare capacity, so a run is also cut where that runs out, at
+// udpSegmentMaxDatagrams and at maxPayload bytes. setGSO adds the
+// UDP_SEGMENT cmsg (a parameter so tests can check it).
+//
+// Adapted from coalesceMessages in wireguard-go's conn/bind_std.go (MIT,
+// Copyright (C) 2017-2025 WireGuard LLC), without sticky source addresses.
+func coalesceMessages(ua *net.UDPAddr, bufs [][]byte, msgs []ipv6.Message, maxPayload int, setGSO func(*[]byte, uint16)) int {
+	var (
+		base     = -1 // index of the message being filled
+		gsoSize  int  // segment size of msgs[base]
+		dgramCnt int  // datagrams in msgs[base]
+		endBatch bool // msgs[base] ended with a short datagram
+	)
+	for i, buf := range bufs {
+		if i > 0 {
+			msgLen := len(buf)
+			baseLen := len(msgs[base].Buffers[0])
+			freeCap := cap(msgs[base].Buffers[0]) - baseLen
+			if msgLen+baseLen <= maxPayload &&
+				msgLen <= gsoSize &&
+				msgLen <= freeCap &&
+				dgramCnt < udpSegmentMaxDatagrams &&
+				!endBatch {
+				msgs[base].Buffers[0] = append(msgs[base].Buffers[0], buf...)
+				dgramCnt++
+				// A segment shorter than gsoSize is legal only at the
+				// end of a message.
+				endBatch = msgLen < gsoSize
+				continue
+			}
+		}
+		if dgramCnt > 1 {
+			setGSO(&msgs[base].OOB, uint16(gsoSize))
+		}
+		endBatch = false
+		base++
+		gsoSize = len(buf)
+		msgs[base].Buffers[0] = buf
+		msgs[base].Addr = ua
+		dgramCnt = 1
+	}
+	if dgramCnt > 1 {
+		setGSO(&msgs[base].OOB, uint16(gsoSize))
+	}
+	return base + 1
 }

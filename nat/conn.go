@@ -26,6 +26,23 @@ const (
 	// MB (make bench) with no loss of throughput against bare wireguard-go.
 	BatchSize = 32
 
+	// groReadMsgs is the number of datagrams read per system call when
+	// the socket has UDP GRO. Each needs a groBufSize buffer (a coalesced
+	// datagram holds up to udpSegmentMaxDatagrams segments), so a read
+	// batch pins 512 KiB, and at most four batches are live (the reader's,
+	// bindQueueLen queued, the one being handed out).
+	groReadMsgs = 8
+	groBufSize  = 1 << 16
+
+	// sendBatchMsgs is the number of messages per sendmmsg. With GSO a
+	// message carries several packets; wireguard-go hands the Bind up to
+	// 128 packets at once in TUN mode.
+	sendBatchMsgs = 128
+
+	// udpSegmentMaxDatagrams is the kernel's limit on segments in one
+	// UDP GSO send (UDP_MAX_SEGMENTS), and so also in one GRO datagram.
+	udpSegmentMaxDatagrams = 64
+
 	numControlWorkers   = 4
 	controlQueueLen     = 512
 	maxInflightHandlers = 256
@@ -105,6 +122,7 @@ type Conn struct {
 	log   *slog.Logger
 	udp   *net.UDPConn
 	pc    batchConn
+	wpc   batchConn // the sendmmsg side: pc, except in tests that fake kernel refusals
 	local netip.AddrPort
 	priv  [32]byte
 	pub   [32]byte
@@ -113,6 +131,9 @@ type Conn struct {
 	lim   *limiter
 	stats counters
 	bind  bind
+
+	gro bool        // UDP_GRO is on: received datagrams may be coalesced
+	gso atomic.Bool // UDP_SEGMENT is used on send; cleared if the kernel refuses it
 
 	rxPool  sync.Pool // *rxBatch
 	txPool  sync.Pool // *txBatch
@@ -185,11 +206,18 @@ func Listen(cfg Config) (*Conn, error) {
 		pending:  make(map[uint64]*pendingCall),
 		closing:  make(chan struct{}),
 	}
+	tx, rx, err := enableOffload(udp)
+	if err != nil {
+		log.Debug("probing UDP offloads", "err", err)
+	}
+	c.gro = rx
+	c.gso.Store(tx)
 	if network == "udp4" {
 		c.pc = ipv4.NewPacketConn(udp)
 	} else {
 		c.pc = ipv6.NewPacketConn(udp)
 	}
+	c.wpc = c.pc
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -206,7 +234,7 @@ func Listen(cfg Config) (*Conn, error) {
 	c.keys = newKeyCache(cacheSize)
 	c.lim = newLimiter(rate, burst, maxLimiterEntries)
 	c.bind.c = c
-	c.rxPool.New = func() any { return newRxBatch() }
+	c.rxPool.New = func() any { return newRxBatch(c.gro) }
 	c.txPool.New = func() any { return newTxBatch() }
 	c.ctlPool.New = func() any { b := make([]byte, MaxControlSize); return &b }
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -216,7 +244,7 @@ func Listen(cfg Config) (*Conn, error) {
 	for range numControlWorkers {
 		go c.controlWorker()
 	}
-	c.log.Debug("listening", "addr", c.local)
+	c.log.Debug("listening", "addr", c.local, "gso", tx, "gro", rx)
 	return c, nil
 }
 
@@ -227,6 +255,12 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 // PublicKey returns the Curve25519 public key of Config.PrivateKey, the key
 // peers seal control messages to.
 func (c *Conn) PublicKey() [32]byte { return c.pub }
+
+// Offloads reports whether the socket uses UDP segmentation offload on send
+// (GSO: several WireGuard packets to one peer in one system call and one
+// trip through the stack) and receives coalesced datagrams (GRO). Both are
+// Linux-only; GSO is turned off for good if the kernel refuses it.
+func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 
 // Stats returns a snapshot of the counters.
 func (c *Conn) Stats() Stats { return c.stats.snapshot() }
@@ -253,27 +287,44 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
-// rxBatch is one recvmmsg worth of datagrams. After the reader has sorted it,
-// the first n entries of bufs, sizes and eps are WireGuard packets.
+// rxBatch is one recvmmsg worth of datagrams. After the reader has sorted
+// it, the first n entries of pkts and eps are WireGuard packets: slices of
+// bufs, several per buffer when a datagram arrived GRO-coalesced.
 type rxBatch struct {
-	msgs  []ipv6.Message
-	bufs  [][]byte // each MaxPacketSize+1 long, so truncation shows
-	sizes []int
-	eps   []*Endpoint
-	n     int
+	msgs []ipv6.Message
+	bufs [][]byte // one per message; see newRxBatch for the size
+	oob  [][]byte // one per message, for the UDP_GRO cmsg (nil without GRO)
+	pkts [][]byte
+	eps  []*Endpoint
+	n    int
 }
 
-func newRxBatch() *rxBatch {
-	b := &rxBatch{
-		msgs:  make([]ipv6.Message, BatchSize),
-		bufs:  make([][]byte, BatchSize),
-		sizes: make([]int, BatchSize),
-		eps:   make([]*Endpoint, BatchSize),
+// newRxBatch allocates a batch. Without GRO it reads BatchSize datagrams
+// into MaxPacketSize+1 buffers, so truncation shows as an oversized
+// datagram. With GRO it reads groReadMsgs datagrams into 64 KiB buffers,
+// enough for any UDP datagram, coalesced or not.
+func newRxBatch(gro bool) *rxBatch {
+	nmsg, size, npkt := BatchSize, MaxPacketSize+1, BatchSize
+	if gro {
+		nmsg, size, npkt = groReadMsgs, groBufSize, groReadMsgs*udpSegmentMaxDatagrams
 	}
-	mem := make([]byte, BatchSize*(MaxPacketSize+1))
+	b := &rxBatch{
+		msgs: make([]ipv6.Message, nmsg),
+		bufs: make([][]byte, nmsg),
+		pkts: make([][]byte, npkt),
+		eps:  make([]*Endpoint, npkt),
+	}
+	mem := make([]byte, nmsg*size)
 	for i := range b.bufs {
-		b.bufs[i] = mem[i*(MaxPacketSize+1) : (i+1)*(MaxPacketSize+1) : (i+1)*(MaxPacketSize+1)]
+		b.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
 		b.msgs[i].Buffers = make(net.Buffers, 1)
+	}
+	if gro {
+		b.oob = make([][]byte, nmsg)
+		oob := make([]byte, nmsg*gsoControlSize)
+		for i := range b.oob {
+			b.oob[i] = oob[i*gsoControlSize : (i+1)*gsoControlSize : (i+1)*gsoControlSize]
+		}
 	}
 	return b
 }
@@ -282,9 +333,14 @@ func (b *rxBatch) prepare() {
 	for i := range b.msgs {
 		m := &b.msgs[i]
 		m.Buffers[0] = b.bufs[i][:cap(b.bufs[i])]
+		if b.oob != nil {
+			m.OOB = b.oob[i][:cap(b.oob[i])]
+		}
 		m.Addr = nil
 		m.N, m.NN, m.Flags = 0, 0, 0
 	}
+	clear(b.pkts[:b.n])
+	clear(b.eps[:b.n])
 	b.n = 0
 }
 
@@ -323,18 +379,14 @@ func (c *Conn) readLoop() {
 			continue
 		}
 		errs = 0
-		var bytesIn uint64
+		var bytesIn, pktsIn uint64
 		w := 0
 		for i := range n {
 			m := &b.msgs[i]
-			size := m.N
-			bytesIn += uint64(size)
-			if size > MaxPacketSize {
-				c.stats.oversized.Add(1)
-				continue
-			}
+			bytesIn += uint64(m.N)
 			ua, ok := m.Addr.(*net.UDPAddr)
 			if !ok {
+				pktsIn++
 				c.stats.unknownDropped.Add(1)
 				continue
 			}
@@ -344,35 +396,63 @@ func (c *Conn) readLoop() {
 				ip = ip.WithZone(ua.Zone)
 			}
 			ap := netip.AddrPortFrom(ip, uint16(ua.Port))
-			pkt := b.bufs[i][:size]
-			switch classify(pkt) {
-			case kindWireGuard:
-				if ap != lastAP || lastEP == nil {
-					lastEP = eps[ap]
-					if lastEP == nil {
-						if len(eps) >= maxInternedEPs {
-							clear(eps)
-						}
-						lastEP = NewEndpoint(ap)
-						eps[ap] = lastEP
-					}
-					lastAP = ap
+			// A GRO-coalesced datagram is a run of segments of gsoSize
+			// bytes (the last may be shorter), each one datagram as sent:
+			// split it and classify every segment on its own. The kernel
+			// only coalesces datagrams of one flow, but nothing stops a
+			// peer from sending control packets of the same size as its
+			// WireGuard packets, so a run may mix the two.
+			data := b.bufs[i][:m.N]
+			seg := len(data)
+			if c.gro {
+				gsoSize, err := getGSOSize(m.OOB[:m.NN])
+				if err != nil {
+					c.stats.readErrors.Add(1)
+					c.log.Debug("socket read control message", "err", err)
 				}
-				b.bufs[w], b.bufs[i] = b.bufs[i], b.bufs[w]
-				b.sizes[w] = size
-				b.eps[w] = lastEP
-				w++
-			case kindControl:
-				c.enqueueControl(pkt, ap)
-			case kindSTUN:
-				c.stats.stunDropped.Add(1)
-			case kindTURNChannel:
-				c.stats.turnDropped.Add(1)
-			default:
-				c.stats.unknownDropped.Add(1)
+				if gsoSize > 0 && gsoSize < len(data) {
+					seg = gsoSize
+					c.stats.coalescedIn.Add(1)
+				}
+			}
+			for off := 0; off < len(data) || off == 0; off += seg {
+				pkt := data[off:min(off+seg, len(data))]
+				pktsIn++
+				if len(pkt) > MaxPacketSize {
+					c.stats.oversized.Add(1)
+					continue
+				}
+				switch classify(pkt) {
+				case kindWireGuard:
+					if ap != lastAP || lastEP == nil {
+						lastEP = eps[ap]
+						if lastEP == nil {
+							if len(eps) >= maxInternedEPs {
+								clear(eps)
+							}
+							lastEP = NewEndpoint(ap)
+							eps[ap] = lastEP
+						}
+						lastAP = ap
+					}
+					b.pkts[w] = pkt
+					b.eps[w] = lastEP
+					w++
+				case kindControl:
+					c.enqueueControl(pkt, ap)
+				case kindSTUN:
+					c.stats.stunDropped.Add(1)
+				case kindTURNChannel:
+					c.stats.turnDropped.Add(1)
+				default:
+					c.stats.unknownDropped.Add(1)
+				}
+				if seg == 0 { // an empty datagram
+					break
+				}
 			}
 		}
-		c.stats.packetsIn.Add(uint64(n))
+		c.stats.packetsIn.Add(pktsIn)
 		c.stats.bytesIn.Add(bytesIn)
 		if w == 0 {
 			continue

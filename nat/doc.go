@@ -18,7 +18,7 @@
 //
 // Datagrams larger than MaxPacketSize are counted (Stats.Oversized) and
 // dropped; the read buffers are MaxPacketSize+1 bytes so truncation is
-// detectable on every platform.
+// detectable on every platform (64 KiB with GRO, which holds any datagram).
 //
 // # The WireGuard Bind
 //
@@ -34,8 +34,20 @@
 // Send uses sendmmsg (WriteBatch). Receive buffers, send message vectors and
 // endpoints are pooled or interned: the Bind itself performs no per-packet
 // allocation. (x/net's ReadBatch still allocates a *net.UDPAddr per received
-// datagram; avoiding that would mean our own recvmmsg.) UDP GSO/GRO are not
-// used yet.
+// datagram; avoiding that would mean our own recvmmsg.)
+//
+// # UDP offloads (Linux)
+//
+// Where the kernel supports them, the socket uses UDP GRO and GSO as
+// wireguard-go's own StdNetBind does. With UDP_GRO the kernel may hand the
+// reader several datagrams of one flow as one buffer plus a segment size;
+// the reader splits it and classifies every segment on its own, so a
+// control packet that happens to be coalesced with WireGuard packets still
+// goes to the control workers (Stats.CoalescedIn counts such reads). With
+// UDP_SEGMENT, Bind.Send packs runs of equal-sized packets to one endpoint
+// into single messages. If a send with GSO fails with EIO (a device that
+// cannot checksum), GSO is turned off for the socket and the packets are
+// sent again without it. Conn.Offloads reports what is in use.
 //
 // Endpoints are immutable *Endpoint values. Received endpoints are interned
 // per source address by the reader, so a steady flow reuses one pointer.

@@ -4,10 +4,11 @@ import "sync/atomic"
 
 // Stats is a snapshot of a Conn's counters. All counts are since Listen.
 type Stats struct {
-	PacketsIn  uint64 // datagrams read from the socket
-	BytesIn    uint64 // bytes read from the socket
-	ReadErrors uint64 // transient socket read errors
-	Oversized  uint64 // datagrams larger than MaxPacketSize, dropped
+	PacketsIn   uint64 // datagrams read from the socket (each segment of a coalesced one counts)
+	BytesIn     uint64 // bytes read from the socket
+	CoalescedIn uint64 // reads that returned several GRO-coalesced datagrams
+	ReadErrors  uint64 // transient socket read errors
+	Oversized   uint64 // datagrams larger than MaxPacketSize, dropped
 
 	WireGuardIn         uint64 // WireGuard datagrams handed to an open Bind
 	WireGuardDropped    uint64 // WireGuard datagrams dropped because the Bind was closed
@@ -37,7 +38,7 @@ type Stats struct {
 
 // counters is the live, atomically updated form of Stats.
 type counters struct {
-	packetsIn, bytesIn, readErrors, oversized                      atomic.Uint64
+	packetsIn, bytesIn, coalescedIn, readErrors, oversized         atomic.Uint64
 	wgIn, wgDropped, wgOut, wgSendErrors                           atomic.Uint64
 	stunDropped, turnDropped, unknownDropped                       atomic.Uint64
 	ctlIn, ctlOut, ctlMalformed, ctlUnsealable, ctlBadKey          atomic.Uint64
@@ -50,6 +51,7 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		PacketsIn:           c.packetsIn.Load(),
 		BytesIn:             c.bytesIn.Load(),
+		CoalescedIn:         c.coalescedIn.Load(),
 		ReadErrors:          c.readErrors.Load(),
 		Oversized:           c.oversized.Load(),
 		WireGuardIn:         c.wgIn.Load(),
