@@ -8,7 +8,10 @@
 //     stream passes through a SOCKS5 proxy on one daemon and an --expose on
 //     the other;
 //   - time from weft.Start of an already joined node to the first byte read
-//     from a server on another node.
+//     from a server on another node;
+//   - kernel TUN mode (root only): iperf3 through weft --tun between two
+//     network namespaces beside stock wireguard-go and the raw veth pair,
+//     ping RTT, and the overlay DNS server's queries/s and p99.
 //
 // Run it with `make bench` from the repository root (it needs bin/weft).
 // Ratios are against the baseline measured in the same run, so they hold
@@ -34,12 +37,22 @@ func main() {
 		ttfbRuns  = flag.Int("ttfb-runs", 10, "time-to-first-byte runs")
 		weftBin   = flag.String("weft", "bin/weft", "path of the weft binary for the memory runs")
 		out       = flag.String("out", "bench/results.txt", "file the table is written to (empty: none)")
-		only      = flag.String("only", "", "comma-separated subset of: throughput, memory, ttfb")
+		only      = flag.String("only", "", "comma-separated subset of: throughput, memory, ttfb, tun")
 		denv      = flag.String("daemon-env", "", "extra VAR=VALUE,... for the daemons (e.g. GOGC=50), for experiments")
+		tunRounds = flag.Int("tun-rounds", 3, "iperf3 rounds per path in TUN mode (median reported)")
+		tunSecs   = flag.Int("tun-secs", 3, "seconds per iperf3 run in TUN mode")
+		dnsLoad   = flag.String(dnsLoadFlag, "", "internal: run dns.Load against `ADDR:PORT` and print JSON")
+		dnsNames  = flag.String("dns-names", "", "internal: comma-separated names for --"+dnsLoadFlag)
 	)
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
+	if *dnsLoad != "" {
+		if err := runDNSLoad(*dnsLoad, strings.Split(*dnsNames, ",")); err != nil {
+			log.Fatalf("dns load: %v", err)
+		}
+		return
+	}
 	runtime.GOMAXPROCS(2)
 
 	if *denv != "" {
@@ -62,6 +75,11 @@ func main() {
 	if want("ttfb") {
 		if err := r.ttfb(*ttfbRuns); err != nil {
 			log.Fatalf("time to first byte: %v", err)
+		}
+	}
+	if want("tun") {
+		if err := r.tunMode(*weftBin, *tunRounds, *tunSecs); err != nil {
+			log.Fatalf("TUN mode: %v", err)
 		}
 	}
 	r.linef("")

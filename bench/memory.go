@@ -22,16 +22,23 @@ var daemonEnv []string
 
 // daemon is a `weft up` subprocess.
 type daemon struct {
-	name string
-	cmd  *exec.Cmd
-	up   chan struct{} // closed when the daemon printed its "up" line
-	log  bytes.Buffer  // its stderr, for errors
+	name   string
+	cmd    *exec.Cmd
+	up     chan struct{} // closed when the daemon printed its "up" line
+	upLine string        // that line; set before up is closed
+	log    bytes.Buffer  // its stderr, for errors
 }
 
 // startDaemon runs `weft up --state dir args...` and waits until it is up.
 func startDaemon(bin, name, dir string, args ...string) (*daemon, error) {
+	return startDaemonArgv(name, append([]string{bin, "up", "--state", dir, "--log-level", "warn"}, args...))
+}
+
+// startDaemonArgv runs argv (a `weft up` command line, possibly behind a
+// prefix such as `ip netns exec NS`) and waits until the daemon is up.
+func startDaemonArgv(name string, argv []string) (*daemon, error) {
 	d := &daemon{name: name, up: make(chan struct{})}
-	d.cmd = exec.Command(bin, append([]string{"up", "--state", dir, "--log-level", "warn"}, args...)...)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(append(os.Environ(), "GOMAXPROCS=2"), daemonEnv...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -48,6 +55,7 @@ func startDaemon(bin, name, dir string, args ...string) (*daemon, error) {
 			d.log.WriteString(line + "\n")
 			if !upSeen && strings.Contains(line, " up: ") {
 				upSeen = true
+				d.upLine = line
 				close(d.up)
 			}
 		}
