@@ -135,7 +135,14 @@ func (n *Node) startUAPI() {
 	}
 	f, err := ipc.UAPIOpen(name)
 	if err != nil {
-		n.logger.Debug("no UAPI socket (wg show will not see this node)", "name", name, "err", err)
+		// In TUN mode users expect `wg show NAME`; say why it will not work
+		// (often: another node already serves that name, e.g. in another
+		// network namespace, since /var/run/wireguard is shared).
+		log := n.logger.Debug
+		if n.cfg.TUN != "" {
+			log = n.logger.Warn
+		}
+		log("no UAPI socket: `wg show` will not see this node", "name", name, "err", err)
 		return
 	}
 	ln, err := ipc.UAPIListen(name, f)
