@@ -2,7 +2,6 @@ package weft
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,7 +76,8 @@ func Init(opts InitOptions) (Membership, error) {
 	if err != nil {
 		return Membership{}, err
 	}
-	g, err := trust.NewGenesis(opts.Network, opts.Domain, prefix, []ed25519.PublicKey{id.SignPublic()}, 1)
+	g, err := trust.NewGenesis(opts.Network, opts.Domain, prefix,
+		[]trust.AnchorInfo{{SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: opts.Name}}, 1)
 	if err != nil {
 		return Membership{}, fmt.Errorf("create genesis: %w", err)
 	}
@@ -361,8 +361,8 @@ func Join(ctx context.Context, opts JoinOptions) (Membership, error) {
 	if err != nil {
 		return Membership{}, err
 	}
-	req := &trust.JoinRequest{Invite: opts.Token, SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: name, Time: now}
-	if err := req.Sign(id); err != nil {
+	req, err := trust.NewJoinRequest(opts.Token, id, name, now)
+	if err != nil {
 		return Membership{}, err
 	}
 	body, err := req.Marshal()

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/binary"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,8 +23,9 @@ import (
 
 // Anchor defaults.
 const (
-	// DefaultCertValidity is how long certificates issued by an anchor are
-	// valid when Anchor.CertValidity is zero.
+	// DefaultCertValidity is how long certificates are valid when
+	// Anchor.CertValidity (or JoinSpec.Validity) is zero; anchors refuse
+	// longer proposals than their CertValidity.
 	DefaultCertValidity = 365 * 24 * time.Hour
 	// DefaultInviteTTL is the lifetime of an invite when NewInvite is given
 	// ttl <= 0.
@@ -32,17 +33,21 @@ const (
 	// CertBackdate is how far before the admission time a certificate's
 	// NotBefore is set, to tolerate clock skew between nodes.
 	CertBackdate = 5 * time.Minute
-	// ipv4HashProbes is how many hashed candidates (addr.IPv4 attempts) are
-	// tried before falling back to a linear scan of the prefix.
-	ipv4HashProbes = 64
 )
 
-// Anchor is the admission authority run by an anchor node. It checks join
-// requests, allocates names and IPv4 addresses, and endorses
-// certificates. Its state (invite use ledger, members with their names,
-// addresses and certificates, next serial) lives in Dir/anchor/state.json,
-// rewritten atomically before any result is returned, so a crash never
-// loses an admission that a node was told about.
+// Anchor is the admission authority run by an anchor node. Each anchor
+// decides on its own: it checks join requests (invite or operator
+// approval, use ledger, name and IPv4 not held by another node in its
+// ledger) and endorses exactly the certificate body the joiner proposed;
+// the joiner collects endorsements until it holds the threshold. It also
+// co-signs invites, revocations, anchor-set changes and policies, never
+// two different changes or policies with the same Seq.
+//
+// Its state (invite use ledger, members with their names, addresses and
+// latest endorsed certificates, the pending-join queue, the Seqs it
+// signed) lives in Dir/anchor/state.json, rewritten atomically before any
+// result is returned, so a crash never loses a decision a node was told
+// about.
 //
 // Set the exported fields, then use the Anchor; they must not change
 // afterwards. An Anchor is safe for concurrent use. OpenAnchor is the
@@ -50,16 +55,20 @@ const (
 // on first use. Close is idempotent; an Anchor holds no goroutines or open
 // files, so Close only makes later calls fail with ErrClosed.
 type Anchor struct {
-	// Genesis is the network served. Required.
+	// Genesis is the network served. Required unless View is set.
 	Genesis *Genesis
-	// Identity is this anchor's key; its public key must be in
-	// Genesis.Anchors. Required.
+	// View is what the anchor verifies against (current anchor set,
+	// revocations); nil means NewView(Genesis). Share the node's View so
+	// that anchor-set changes and revocations apply to both.
+	View *View
+	// Identity is this anchor's key; its public key must be an anchor of
+	// the current set. Required.
 	Identity *Identity
 	// Dir is the node's state directory; anchor state is kept in
 	// Dir/anchor. Required.
 	Dir string
-	// CertValidity is the lifetime of issued certificates; zero means
-	// DefaultCertValidity.
+	// CertValidity is the longest certificate lifetime this anchor
+	// endorses; zero means DefaultCertValidity.
 	CertValidity time.Duration
 	// Logger receives admission decisions; nil discards them.
 	Logger *slog.Logger
@@ -67,6 +76,8 @@ type Anchor struct {
 	Now func() time.Time
 
 	mu sync.Mutex // guards the fields below and the state file
+	// v is View or NewView(Genesis), set on load.
+	v *View
 	// st is the persisted state; nil until loaded.
 	st *anchorState
 	// names and ips index st.Members.
@@ -77,24 +88,14 @@ type Anchor struct {
 	closed bool
 }
 
-// Close marks the anchor closed: later NewInvite, Admit, AdmitSelf and
-// Enroll calls fail with an error wrapping ErrClosed. State is written on
-// every change, so there is nothing to flush. Close is idempotent and
-// always returns nil.
+// Close marks the anchor closed: later calls fail with an error wrapping
+// ErrClosed. State is written on every change, so there is nothing to
+// flush. Close is idempotent and always returns nil.
 func (a *Anchor) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closed = true
 	return nil
-}
-
-// AdmitSelf enrolls the anchor's own identity (see Enroll) under name; it
-// is how the first node of a new network gets its certificate.
-func (a *Anchor) AdmitSelf(name string, now time.Time) (*Certificate, error) {
-	if a.Identity == nil {
-		return nil, errors.New("trust anchor: Identity is required")
-	}
-	return a.Enroll(a.Identity.SignPublic(), a.Identity.WGPublic(), name, nil, now)
 }
 
 // anchorState is the JSON document in Dir/anchor/state.json.
@@ -104,6 +105,11 @@ type anchorState struct {
 	NextSerial uint64                  `json:"next_serial"`
 	Invites    map[string]*inviteEntry `json:"invites"` // by hex invite ID
 	Members    map[addr.NodeID]*member `json:"members"`
+	// Pending are joins without invite, by node.
+	Pending map[addr.NodeID]*PendingJoin `json:"pending,omitempty"`
+	// Votes maps "change/SEQ" and "policy/SEQ" to the hex SHA-256 of the
+	// body this anchor signed for that Seq: it never signs another.
+	Votes map[string]string `json:"votes,omitempty"`
 }
 
 const anchorStateVersion = 1
@@ -111,7 +117,7 @@ const anchorStateVersion = 1
 // inviteEntry is the use ledger of one invite.
 type inviteEntry struct {
 	// Issued is when this anchor issued the invite; zero if another anchor
-	// did and this one first saw it in a join request.
+	// did and this one co-signed it or first saw it in a join request.
 	Issued   time.Time     `json:"issued,omitzero"`
 	NotAfter time.Time     `json:"not_after"`
 	MaxUses  int           `json:"max_uses"`
@@ -119,16 +125,42 @@ type inviteEntry struct {
 	Used     []addr.NodeID `json:"used,omitempty"`
 }
 
-// member is one admitted node.
+// member is one node this anchor endorsed.
 type member struct {
 	Name     string     `json:"name"`
 	IPv4     netip.Addr `json:"ipv4"`
 	Admitted time.Time  `json:"admitted"`
-	Cert     []byte     `json:"cert"` // Certificate.Marshal of the latest issued certificate
+	Cert     []byte     `json:"cert"` // Certificate.Marshal of the latest body endorsed, with this anchor's endorsement
+}
+
+// PendingState is the state of a join without invite.
+type PendingState string
+
+// Pending-join states.
+const (
+	PendingWaiting  PendingState = "pending"
+	PendingApproved PendingState = "approved"
+	PendingRejected PendingState = "rejected"
+)
+
+// PendingJoin is a join request without invite in this anchor's queue.
+// Approval covers the node (its key), with the name and tags it asked for;
+// the node may retry with other IPv4 candidates.
+type PendingJoin struct {
+	NodeID   addr.NodeID  `json:"node"`
+	Name     string       `json:"name"`
+	Tags     []string     `json:"tags,omitempty"`
+	IPv4     netip.Addr   `json:"ipv4"`
+	WGKey    [32]byte     `json:"wg_key"`
+	Received time.Time    `json:"received"`
+	State    PendingState `json:"state"`
+	// Why is the operator's reason for a rejection.
+	Why string `json:"why,omitempty"`
 }
 
 // OpenAnchor checks its arguments, loads (or initialises) the anchor state
-// in dir/anchor and returns a ready Anchor with default options.
+// in dir/anchor and returns a ready Anchor with default options, verifying
+// against NewView(g).
 func OpenAnchor(dir string, g *Genesis, id *Identity) (*Anchor, error) {
 	a := &Anchor{Genesis: g, Identity: id, Dir: dir}
 	a.mu.Lock()
@@ -148,6 +180,13 @@ func (a *Anchor) now() time.Time {
 	return time.Now()
 }
 
+func (a *Anchor) validity() time.Duration {
+	if a.CertValidity > 0 {
+		return a.CertValidity
+	}
+	return DefaultCertValidity
+}
+
 // loadLocked checks the configuration and loads the state once.
 func (a *Anchor) loadLocked() error {
 	if a.closed {
@@ -156,18 +195,29 @@ func (a *Anchor) loadLocked() error {
 	if a.st != nil {
 		return nil
 	}
-	if a.Genesis == nil || a.Identity == nil || a.Dir == "" {
-		return errors.New("trust anchor: Genesis, Identity and Dir are required")
+	g := a.Genesis
+	if a.View != nil {
+		if g != nil && g.ID() != a.View.Network() {
+			return errors.New("trust anchor: Genesis and View are of different networks")
+		}
+		g = a.View.Genesis()
 	}
-	if err := a.Genesis.Check(); err != nil {
+	if g == nil || a.Identity == nil || a.Dir == "" {
+		return errors.New("trust anchor: Genesis (or View), Identity and Dir are required")
+	}
+	if err := g.Check(); err != nil {
 		return fmt.Errorf("trust anchor: %w", err)
 	}
 	if len(a.Identity.Sign) != ed25519.PrivateKeySize {
 		return errors.New("trust anchor: identity has no valid Ed25519 key")
 	}
-	if _, ok := a.Genesis.IsAnchor(a.Identity.SignPublic()); !ok {
-		return fmt.Errorf("trust anchor: this node (%s) is not an anchor of network %s; only anchors can admit nodes",
-			a.Identity.NodeID().Short(), a.Genesis.describe())
+	v := a.View
+	if v == nil {
+		v = NewView(g)
+	}
+	if !v.IsAnchor(a.Identity.SignPublic()) {
+		return fmt.Errorf("trust anchor: this node (%s) is not a current anchor of network %s; only anchors can admit nodes",
+			a.Identity.NodeID().Short(), v.Set().describe())
 	}
 	lg := a.Logger
 	if lg == nil {
@@ -175,7 +225,7 @@ func (a *Anchor) loadLocked() error {
 	}
 	a.log = lg.With("component", "trust/anchor")
 
-	netID := a.Genesis.ID()
+	netID := v.Network()
 	path := a.statePath()
 	b, err := readFileLimited(path)
 	var st *anchorState
@@ -191,7 +241,7 @@ func (a *Anchor) loadLocked() error {
 		}
 		if st.Network != netID {
 			return fmt.Errorf("trust anchor: state %s belongs to network %s, not %s; use a separate --state directory per network",
-				path, st.Network.Short(), a.Genesis.describe())
+				path, st.Network.Short(), g.describe())
 		}
 	}
 	if st.Invites == nil {
@@ -199,6 +249,12 @@ func (a *Anchor) loadLocked() error {
 	}
 	if st.Members == nil {
 		st.Members = map[addr.NodeID]*member{}
+	}
+	if st.Pending == nil {
+		st.Pending = map[addr.NodeID]*PendingJoin{}
+	}
+	if st.Votes == nil {
+		st.Votes = map[string]string{}
 	}
 	names := make(map[string]addr.NodeID, len(st.Members))
 	ips := make(map[netip.Addr]addr.NodeID, len(st.Members))
@@ -212,7 +268,7 @@ func (a *Anchor) loadLocked() error {
 		names[m.Name] = id
 		ips[m.IPv4] = id
 	}
-	a.st, a.names, a.ips = st, names, ips
+	a.v, a.st, a.names, a.ips = v, st, names, ips
 	return nil
 }
 
@@ -253,6 +309,21 @@ func decodeAnchorState(b []byte) (*anchorState, error) {
 			return nil, fmt.Errorf("%w: member %s does not match its certificate", ErrMalformed, id.Short())
 		}
 	}
+	for id, p := range st.Pending {
+		if p == nil || p.NodeID != id || addr.CheckName(p.Name) != nil || checkTags(p.Tags) != nil {
+			return nil, fmt.Errorf("%w: pending join of %s is inconsistent", ErrMalformed, id.Short())
+		}
+		switch p.State {
+		case PendingWaiting, PendingApproved, PendingRejected:
+		default:
+			return nil, fmt.Errorf("%w: pending join of %s has state %q", ErrMalformed, id.Short(), p.State)
+		}
+	}
+	for k, h := range st.Votes {
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("%w: vote %q has a bad hash", ErrMalformed, k)
+		}
+	}
 	return &st, nil
 }
 
@@ -265,24 +336,101 @@ func (a *Anchor) saveLocked() error {
 	return writeFileAtomic(a.statePath(), append(b, '\n'), 0o600)
 }
 
-// NewInvite issues an invite endorsed by this anchor and records it in the
-// ledger. name, if not empty, binds the invite to that node name; ttl <= 0
-// means DefaultInviteTTL; uses <= 0 means 1. In a network with Threshold >
-// 1, other anchors must Endorse the invite before it verifies.
+// snapshot returns a deep copy of the state, to roll back to when a save
+// fails.
+func (a *Anchor) snapshotLocked() []byte {
+	b, err := json.Marshal(a.st)
+	if err != nil {
+		panic("trust anchor: state does not marshal: " + err.Error())
+	}
+	return b
+}
+
+func (a *Anchor) restoreLocked(snap []byte) {
+	var st anchorState
+	if err := json.Unmarshal(snap, &st); err != nil {
+		panic("trust anchor: snapshot does not unmarshal: " + err.Error())
+	}
+	if st.Invites == nil {
+		st.Invites = map[string]*inviteEntry{}
+	}
+	if st.Members == nil {
+		st.Members = map[addr.NodeID]*member{}
+	}
+	if st.Pending == nil {
+		st.Pending = map[addr.NodeID]*PendingJoin{}
+	}
+	if st.Votes == nil {
+		st.Votes = map[string]string{}
+	}
+	a.st = &st
+	a.names = map[string]addr.NodeID{}
+	a.ips = map[netip.Addr]addr.NodeID{}
+	for id, m := range st.Members {
+		a.names[m.Name] = id
+		a.ips[m.IPv4] = id
+	}
+}
+
+// commitLocked saves the state, rolling back to snap on failure.
+func (a *Anchor) commitLocked(snap []byte, what string) error {
+	if err := a.saveLocked(); err != nil {
+		a.restoreLocked(snap)
+		return fmt.Errorf("%s: save anchor state: %w", what, err)
+	}
+	return nil
+}
+
+// checkAnchorLocked refuses work when this anchor is no longer a current,
+// unrevoked anchor.
+func (a *Anchor) checkAnchorLocked() error {
+	if !a.v.IsAnchor(a.Identity.SignPublic()) {
+		return reject(ReasonNotAnchor, "this node (%s) is no longer a current anchor of network %s; ask another anchor",
+			a.Identity.NodeID().Short(), a.v.Set().describe())
+	}
+	return nil
+}
+
+// InviteSpec describes an invite to issue.
+type InviteSpec struct {
+	// Name, if not empty, binds the invite to that node name.
+	Name string
+	// Tags are written into the certificates of nodes joining with it.
+	Tags []string
+	// TTL is the invite's lifetime; <= 0 means DefaultInviteTTL.
+	TTL time.Duration
+	// Uses is how many distinct nodes may join with it; <= 0 means 1.
+	Uses int
+	// Bootstrap are addresses to contact (typically this anchor).
+	Bootstrap []netip.AddrPort
+}
+
+// NewInvite issues an invite endorsed by this anchor (see IssueInvite).
 func (a *Anchor) NewInvite(name string, ttl time.Duration, uses int, bootstrap []netip.AddrPort) (*Invite, error) {
-	if name != "" {
-		if err := addr.CheckName(name); err != nil {
+	return a.IssueInvite(InviteSpec{Name: name, TTL: ttl, Uses: uses, Bootstrap: bootstrap})
+}
+
+// IssueInvite issues an invite endorsed by this anchor, names this anchor
+// as the one to contact, embeds the anchor-set chain, and records it in
+// the ledger. With a threshold above 1, other anchors must co-sign it
+// (CosignInvite) before it verifies.
+func (a *Anchor) IssueInvite(spec InviteSpec) (*Invite, error) {
+	if spec.Name != "" {
+		if err := addr.CheckName(spec.Name); err != nil {
 			return nil, fmt.Errorf("new invite: %w", err)
 		}
 	}
-	if len(bootstrap) > MaxBootstrap {
-		return nil, fmt.Errorf("new invite: %d bootstrap addresses, at most %d allowed", len(bootstrap), MaxBootstrap)
+	if err := checkTags(spec.Tags); err != nil {
+		return nil, fmt.Errorf("new invite: %w", err)
 	}
-	if ttl <= 0 {
-		ttl = DefaultInviteTTL
+	if len(spec.Bootstrap) > MaxBootstrap {
+		return nil, fmt.Errorf("new invite: %d bootstrap addresses, at most %d allowed", len(spec.Bootstrap), MaxBootstrap)
 	}
-	if uses <= 0 {
-		uses = 1
+	if spec.TTL <= 0 {
+		spec.TTL = DefaultInviteTTL
+	}
+	if spec.Uses <= 0 {
+		spec.Uses = 1
 	}
 	now := a.now().UTC()
 	a.mu.Lock()
@@ -290,14 +438,26 @@ func (a *Anchor) NewInvite(name string, ttl time.Duration, uses int, bootstrap [
 	if err := a.loadLocked(); err != nil {
 		return nil, err
 	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return nil, err
+	}
+	chain := a.v.Chain()
+	if len(chain) > MaxInviteChain {
+		return nil, fmt.Errorf("new invite: the anchor-set chain has %d changes, more than an invite can carry (%d)", len(chain), MaxInviteChain)
+	}
 	inv := &Invite{
-		Genesis:     a.Genesis,
-		Name:        name,
-		NotAfter:    now.Add(ttl).Truncate(time.Second),
-		MaxUses:     uses,
-		Bootstrap:   append([]netip.AddrPort(nil), bootstrap...),
+		Genesis:     a.v.Genesis(),
+		Name:        spec.Name,
+		Tags:        slices.Clone(spec.Tags),
+		NotAfter:    now.Add(spec.TTL).Truncate(time.Second),
+		MaxUses:     spec.Uses,
+		Bootstrap:   slices.Clone(spec.Bootstrap),
 		AnchorNode:  a.Identity.NodeID(),
 		AnchorWGKey: a.Identity.WGPublic(),
+		Chain:       chain,
+	}
+	if len(inv.Tags) == 0 {
+		inv.Tags = nil
 	}
 	if _, err := rand.Read(inv.ID[:]); err != nil {
 		return nil, fmt.Errorf("new invite: %w", err)
@@ -306,31 +466,90 @@ func (a *Anchor) NewInvite(name string, ttl time.Duration, uses int, bootstrap [
 		return nil, fmt.Errorf("new invite: %w", err)
 	}
 	key := inv.IDString()
-	a.st.Invites[key] = &inviteEntry{Issued: now, NotAfter: inv.NotAfter, MaxUses: uses, Name: name}
-	if err := a.saveLocked(); err != nil {
-		delete(a.st.Invites, key)
-		return nil, fmt.Errorf("new invite: save state: %w", err)
+	snap := a.snapshotLocked()
+	a.st.Invites[key] = &inviteEntry{Issued: now, NotAfter: inv.NotAfter, MaxUses: spec.Uses, Name: spec.Name}
+	if err := a.commitLocked(snap, "new invite"); err != nil {
+		return nil, err
 	}
-	a.log.Info("invite issued", "invite", key, "name", name, "uses", uses, "not_after", inv.NotAfter)
+	a.log.Info("invite issued", "invite", key, "name", spec.Name, "tags", spec.Tags, "uses", spec.Uses, "not_after", inv.NotAfter)
 	return inv, nil
 }
 
-// Admit checks a join request at time now and returns a certificate
-// endorsed by this anchor. It checks the request signature and time, the
-// invite's endorsements, expiry and network, the invite's use limit in the
-// persisted ledger, the name (the invite's bound name, the requested name,
-// or "node-<short id>"), and allocates an IPv4 address. A node that already
-// used this invite is not charged another use: if its certificate is still
-// valid and its keys unchanged it gets the same certificate back, otherwise
-// a reissued one with the same name and address. Rejections are
-// *RejectError whose message tells the joining user what to do.
-func (a *Anchor) Admit(req *JoinRequest, now time.Time) (*Certificate, error) {
-	c, err := a.admit(req, now)
+// CosignInvite adds this anchor's endorsement to inv, an invite issued by
+// another anchor of the current set. It checks the network, expiry, name,
+// tags and that AnchorNode is a current anchor, then records the invite in
+// its ledger so its uses are counted here too.
+func (a *Anchor) CosignInvite(inv *Invite) error {
+	now := a.now().UTC()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return err
+	}
+	if inv.Genesis == nil || inv.Genesis.ID() != a.v.Network() {
+		return reject(ReasonWrongNetwork, "invite is not for network %s; co-sign only invites of this network", a.v.Genesis().describe())
+	}
+	set := a.v.Set()
+	if err := inv.verifyAt(set, nil, now); err != nil {
+		if r, _ := ReasonOf(err); r != ReasonTooFewEndorsements && r != ReasonNotAnchor && r != ReasonBadSignature {
+			return err
+		}
+	}
+	if err := inv.Endorse(a.Identity.Sign); err != nil {
+		return err
+	}
+	if chain := a.v.Chain(); len(chain) > len(inv.Chain) && len(chain) <= MaxInviteChain {
+		inv.Chain = chain // the issuer's view was behind; carry the newer chain
+	}
+	key := inv.IDString()
+	if _, ok := a.st.Invites[key]; !ok {
+		snap := a.snapshotLocked()
+		a.st.Invites[key] = &inviteEntry{NotAfter: inv.NotAfter, MaxUses: inv.MaxUses, Name: inv.Name}
+		if err := a.commitLocked(snap, "co-sign invite"); err != nil {
+			return err
+		}
+	}
+	a.log.Info("invite co-signed", "invite", key, "issuer", inv.AnchorNode.Short())
+	return nil
+}
+
+// Endorse checks a join request at time now and returns this anchor's
+// endorsement of exactly the certificate body it proposes
+// (req.Certificate()). It checks the request's signature and time, the
+// network, the body (name, tags, IPv4 inside the prefix, validity window
+// at most CertValidity), that the node is not revoked and not an anchor;
+// then either the invite (threshold endorsements of the current set,
+// expiry, bound name, tags, this anchor's use ledger) or, without invite,
+// that this anchor's operator approved the node (otherwise the request is
+// queued and refused with ReasonPendingApproval); then that no other node
+// holds the name (ReasonNameTaken) or the address (ReasonAddressTaken:
+// retry with the next candidate) in this anchor's ledger. A node that is
+// already a member must propose its name and address again; it costs no
+// invite use. Rejections are *RejectError.
+func (a *Anchor) Endorse(req *JoinRequest, now time.Time) (*Endorsement, error) {
+	e, err := a.endorseJoin(req, now)
 	if err != nil {
 		r, _ := ReasonOf(err)
-		a.logger().Info("join rejected", "node", req.NodeID().Short(), "reason", r, "err", err)
+		a.logger().Info("join refused", "node", req.NodeID().Short(), "reason", r, "err", err)
 		return nil, err
 	}
+	return e, nil
+}
+
+// Admit is Endorse plus assembly: it returns req's certificate carrying
+// this anchor's endorsement. In a one-anchor network (threshold 1) that
+// is a valid certificate; otherwise the joiner merges the endorsements of
+// threshold anchors (Certificate.AddEndorsement).
+func (a *Anchor) Admit(req *JoinRequest, now time.Time) (*Certificate, error) {
+	e, err := a.Endorse(req, now)
+	if err != nil {
+		return nil, err
+	}
+	c := req.Certificate()
+	c.Endorsements = []Endorsement{*e}
 	return c, nil
 }
 
@@ -343,245 +562,579 @@ func (a *Anchor) logger() *slog.Logger {
 	return a.log
 }
 
-func (a *Anchor) admit(req *JoinRequest, now time.Time) (*Certificate, error) {
+func checkSkew(t, now time.Time, what string) error {
+	if d := t.Sub(now); d > JoinRequestSkew {
+		return reject(ReasonNotYetValid, "%s is dated %s, %v ahead of the anchor's clock (%s); fix this machine's clock and retry",
+			what, fmtTime(t), d.Round(time.Second), fmtTime(now))
+	} else if -d > JoinRequestSkew {
+		return reject(ReasonExpired, "%s is dated %s, %v behind the anchor's clock (%s); fix this machine's clock and retry",
+			what, fmtTime(t), (-d).Round(time.Second), fmtTime(now))
+	}
+	return nil
+}
+
+// checkWindow checks a proposed validity window at now.
+func (a *Anchor) checkWindow(c *Certificate, now time.Time) error {
+	switch {
+	case !c.NotBefore.Before(c.NotAfter):
+		return reject(ReasonInvalid, "proposed certificate of %s has an empty validity window", c.Name)
+	case c.NotBefore.After(now.Add(JoinRequestSkew)):
+		return reject(ReasonNotYetValid, "proposed certificate of %s starts at %s, in the future; fix this machine's clock and retry", c.Name, fmtTime(c.NotBefore))
+	case c.NotBefore.Before(now.Add(-CertBackdate - JoinRequestSkew)):
+		return reject(ReasonInvalid, "proposed certificate of %s starts at %s, too far in the past; propose a window starting now", c.Name, fmtTime(c.NotBefore))
+	case c.NotAfter.Sub(c.NotBefore) > a.validity()+CertBackdate:
+		return reject(ReasonInvalid, "proposed certificate of %s is valid for %v, longer than this anchor endorses (%v); propose a shorter validity",
+			c.Name, c.NotAfter.Sub(c.NotBefore).Round(time.Hour), a.validity())
+	case c.Serial == 0:
+		return reject(ReasonInvalid, "proposed certificate of %s has serial 0, which is reserved for anchors", c.Name)
+	}
+	return nil
+}
+
+func (a *Anchor) endorseJoin(req *JoinRequest, now time.Time) (*Endorsement, error) {
 	if err := req.Verify(); err != nil {
 		return nil, err
 	}
-	if d := req.Time.Sub(now); d > JoinRequestSkew {
-		return nil, reject(ReasonNotYetValid, "join request is dated %s, %v ahead of the anchor's clock (%s); fix this machine's clock and retry",
-			fmtTime(req.Time), d.Round(time.Second), fmtTime(now))
-	} else if -d > JoinRequestSkew {
-		return nil, reject(ReasonExpired, "join request is dated %s, %v behind the anchor's clock (%s); fix this machine's clock and retry",
-			fmtTime(req.Time), (-d).Round(time.Second), fmtTime(now))
-	}
-	inv, err := ParseInvite(req.Invite)
-	if err != nil {
+	if err := checkSkew(req.Time, now, "join request"); err != nil {
 		return nil, err
 	}
-	if got, want := inv.Genesis.ID(), a.Genesis.ID(); got != want {
-		return nil, reject(ReasonWrongNetwork, "invite is for network %q (id %s), but this anchor serves network %s; use an invite from an anchor of that network",
-			inv.Genesis.Name, got.Short(), a.Genesis.describe())
-	}
-	if err := inv.Verify(now); err != nil {
-		return nil, err
-	}
-	name := req.Name
-	if inv.Name != "" {
-		if name != "" && name != inv.Name {
-			return nil, reject(ReasonInvalid, "invite is bound to the name %q, but the request asks for %q; join with --name %s or ask for an invite without a name",
-				inv.Name, name, inv.Name)
-		}
-		name = inv.Name
-	}
-	return a.issue(req.SignKey, req.WGKey, name, nil, now, inv)
-}
-
-// Enroll admits a node on this anchor's own authority, without an invite:
-// the anchor uses it for its own certificate, and operators for nodes they
-// vouch for directly. An empty name means the existing name or
-// "node-<short id>". Tags are written into the certificate.
-func (a *Anchor) Enroll(signKey ed25519.PublicKey, wgKey [32]byte, name string, tags []string, now time.Time) (*Certificate, error) {
-	if len(signKey) != ed25519.PublicKeySize {
-		return nil, reject(ReasonMalformed, "enroll: signing key has %d bytes, want %d", len(signKey), ed25519.PublicKeySize)
-	}
-	if len(tags) > MaxTags {
-		return nil, reject(ReasonInvalid, "enroll: %d tags, at most %d allowed", len(tags), MaxTags)
-	}
-	for _, t := range tags {
-		if err := addr.CheckName(t); err != nil {
-			return nil, reject(ReasonInvalid, "enroll: tag: %v", err)
-		}
-	}
-	return a.issue(signKey, wgKey, name, tags, now, nil)
-}
-
-// issue allocates and records a membership and returns its certificate.
-// inv is nil for Enroll.
-func (a *Anchor) issue(signKey ed25519.PublicKey, wgKey [32]byte, name string, tags []string, now time.Time, inv *Invite) (*Certificate, error) {
-	id := addr.NodeIDFromKey(signKey)
-	if name != "" {
-		if err := addr.CheckName(name); err != nil {
-			return nil, reject(ReasonInvalid, "%v; choose another with `weft join --name`", err)
-		}
-	}
-
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.loadLocked(); err != nil {
 		return nil, err
 	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return nil, err
+	}
+	v := a.v
+	if req.Network != v.Network() {
+		return nil, reject(ReasonWrongNetwork, "join request is for network %s, but this anchor serves network %s; use an invite from an anchor of that network",
+			req.Network.Short(), v.Genesis().describe())
+	}
+	if err := addr.CheckName(req.Name); err != nil {
+		return nil, reject(ReasonInvalid, "%v; choose another with `weft join --name`", err)
+	}
+	body := req.Certificate()
+	if err := body.checkContent(v.Genesis()); err != nil {
+		return nil, err
+	}
+	if err := a.checkWindow(body, now); err != nil {
+		return nil, err
+	}
+	var inv *Invite
+	if req.Invite != "" {
+		var err error
+		if inv, err = ParseInvite(req.Invite); err != nil {
+			return nil, err
+		}
+		if err := v.VerifyInvite(inv, now); err != nil {
+			return nil, err
+		}
+		if inv.Name != "" && body.Name != inv.Name {
+			return nil, reject(ReasonInvalid, "invite is bound to the name %q, but the request asks for %q; join with --name %s or ask for an invite without a name",
+				inv.Name, body.Name, inv.Name)
+		}
+		if !slices.Equal(body.Tags, inv.Tags) {
+			return nil, reject(ReasonInvalid, "join request proposes tags %v, but the invite grants %v; propose exactly the invite's tags", body.Tags, inv.Tags)
+		}
+	} else if err := a.checkApprovedLocked(req, now); err != nil {
+		return nil, err
+	}
+	return a.endorseBodyLocked(body, inv, now)
+}
+
+// checkApprovedLocked decides a join without invite from the pending
+// queue, queueing it if it is new.
+func (a *Anchor) checkApprovedLocked(req *JoinRequest, now time.Time) error {
+	id := req.NodeID()
+	p := a.st.Pending[id]
+	if p != nil && p.State == PendingRejected {
+		return reject(ReasonDenied, "the operator of anchor %s rejected the join of %s (%s)%s; ask the network's operators",
+			a.Identity.NodeID().Short(), req.Name, id.Short(), because(p.Why))
+	}
+	if p != nil && p.State == PendingApproved && p.Name == req.Name && slices.Equal(p.Tags, req.Tags) {
+		return nil
+	}
+	if p == nil || p.State == PendingApproved || p.Name != req.Name || !slices.Equal(p.Tags, req.Tags) || p.WGKey != req.WGKey {
+		snap := a.snapshotLocked()
+		a.st.Pending[id] = &PendingJoin{NodeID: id, Name: req.Name, Tags: slices.Clone(req.Tags), IPv4: req.IPv4,
+			WGKey: req.WGKey, Received: now.UTC(), State: PendingWaiting}
+		if err := a.commitLocked(snap, "queue join"); err != nil {
+			return err
+		}
+		a.log.Info("join queued for approval", "node", id.Short(), "name", req.Name, "tags", req.Tags)
+	}
+	return reject(ReasonPendingApproval, "join of %s (%s) waits for approval by the operator of anchor %s (`weft trust approve %s` there); retry later",
+		req.Name, id.Short(), a.Identity.NodeID().Short(), id.Short())
+}
+
+func because(why string) string {
+	if why == "" {
+		return ""
+	}
+	return ": " + why
+}
+
+// holderLocked returns the node other than id holding name or ip among
+// this anchor's unrevoked members and the current anchors.
+func (a *Anchor) nameHolderLocked(name string, id addr.NodeID) (addr.NodeID, bool) {
+	for _, an := range a.v.Set().Anchors {
+		if an.Name == name && an.NodeID() != id {
+			return an.NodeID(), true
+		}
+	}
+	if h, ok := a.names[name]; ok && h != id {
+		if _, revoked := a.v.Revoked(h); !revoked {
+			return h, true
+		}
+	}
+	return addr.NodeID{}, false
+}
+
+func (a *Anchor) ipHolderLocked(ip netip.Addr, id addr.NodeID) (addr.NodeID, bool) {
+	for _, an := range a.v.Set().Anchors {
+		if an.IPv4 == ip && an.NodeID() != id {
+			return an.NodeID(), true
+		}
+	}
+	if h, ok := a.ips[ip]; ok && h != id {
+		if _, revoked := a.v.Revoked(h); !revoked {
+			return h, true
+		}
+	}
+	return addr.NodeID{}, false
+}
+
+// endorseBodyLocked checks body against the ledger (invite uses, name and
+// address holders, revocation), records it and returns this anchor's
+// endorsement. inv is nil for approved joins, Enroll and Renew.
+func (a *Anchor) endorseBodyLocked(body *Certificate, inv *Invite, now time.Time) (*Endorsement, error) {
+	id := body.NodeID
+	g := a.v.Genesis()
+	if r, ok := a.v.Revoked(id); ok {
+		return nil, reject(ReasonRevoked, "node %s was revoked by the network's anchors (%s)%s; it cannot rejoin with this key — generate a new identity and ask for a new invite",
+			id.Short(), fmtTime(r.Created), because(r.Reason))
+	}
+	if _, ok := a.v.Set().Anchor(id); ok {
+		return nil, reject(ReasonInvalid, "node %s is an anchor; anchors are members through the anchor set and need no endorsed certificate", id.Short())
+	}
 	st := a.st
 	old := st.Members[id]
+	snap := a.snapshotLocked()
 
 	// Invite use ledger.
 	var invKey string
-	var oldEntry, newEntry *inviteEntry
 	if inv != nil {
 		invKey = inv.IDString()
-		oldEntry = st.Invites[invKey]
-		e := inviteEntry{NotAfter: inv.NotAfter, MaxUses: inv.MaxUses, Name: inv.Name}
-		if oldEntry != nil {
-			e = *oldEntry
+		e := st.Invites[invKey]
+		if e == nil {
+			e = &inviteEntry{NotAfter: inv.NotAfter, MaxUses: inv.MaxUses, Name: inv.Name}
+			st.Invites[invKey] = e
 		}
-		used := false
-		for _, u := range e.Used {
-			if u == id {
-				used = true
-				break
-			}
-		}
-		if !used {
+		if !slices.Contains(e.Used, id) {
 			if len(e.Used) >= inv.MaxUses {
+				a.restoreLocked(snap)
 				return nil, reject(ReasonUseLimit, "invite %s has already been used by %d node(s), its limit; ask an anchor for a new one with `weft invite` (use --uses N for several nodes)",
 					invKey, len(e.Used))
 			}
-			e.Used = append(append([]addr.NodeID(nil), e.Used...), id)
-			newEntry = &e
+			e.Used = append(e.Used, id)
 		}
 	}
 
-	// Name.
+	fail := func(err error) (*Endorsement, error) {
+		a.restoreLocked(snap)
+		return nil, err
+	}
 	if old != nil {
-		if name != "" && name != old.Name {
-			return nil, reject(ReasonNameTaken, "this node is already a member named %q; rejoin without --name (or with --name %s), or ask an anchor to rename it",
-				old.Name, old.Name)
+		if body.Name != old.Name {
+			return fail(reject(ReasonNameTaken, "this node is already a member named %q; rejoin with --name %s, or ask the anchors to revoke it first",
+				old.Name, old.Name))
 		}
-		name = old.Name
+		if body.IPv4 != old.IPv4 {
+			return fail(reject(ReasonAddressTaken, "this node already holds %v in network %q, not the proposed %v; propose the next candidate until you reach it",
+				old.IPv4, g.Name, body.IPv4))
+		}
+	} else {
+		if h, taken := a.nameHolderLocked(body.Name, id); taken {
+			return fail(reject(ReasonNameTaken, "the name %q already belongs to node %s in network %q; choose another with `weft join --name`",
+				body.Name, h.Short(), g.Name))
+		}
+		if h, taken := a.ipHolderLocked(body.IPv4, id); taken {
+			if len(a.ips)+len(a.v.Set().Anchors) >= addr.IPv4Hosts(g.IPv4Prefix) {
+				return fail(reject(ReasonPoolExhausted, "all %d IPv4 addresses of %v in network %q are taken; the network's anchors must remove nodes before admitting more",
+					addr.IPv4Hosts(g.IPv4Prefix), g.IPv4Prefix, g.Name))
+			}
+			return fail(reject(ReasonAddressTaken, "address %v already belongs to node %s in network %q; propose the next candidate (attempt+1)",
+				body.IPv4, h.Short(), g.Name))
+		}
+	}
+
+	c := *body
+	c.Endorsements = nil
+	if err := c.Endorse(a.Identity.Sign); err != nil {
+		return fail(err)
+	}
+	cb, err := c.Marshal()
+	if err != nil {
+		return fail(err)
+	}
+	m := &member{Name: c.Name, IPv4: c.IPv4, Admitted: now.UTC(), Cert: cb}
+	if old != nil {
+		m.Admitted = old.Admitted
+	}
+	st.Members[id] = m
+	a.names[c.Name] = id
+	a.ips[c.IPv4] = id
+	if p := st.Pending[id]; p != nil && p.State == PendingApproved {
+		delete(st.Pending, id)
+	}
+	if err := a.commitLocked(snap, "endorse "+id.Short()); err != nil {
+		return nil, err
+	}
+	a.log.Info("node endorsed", "node", id.Short(), "name", c.Name, "ipv4", c.IPv4, "serial", c.Serial,
+		"not_after", c.NotAfter, "invite", invKey, "rejoin", old != nil)
+	e := cloneEndorsement(c.Endorsements[0])
+	return &e, nil
+}
+
+// Enroll endorses a node on this anchor's own authority, without invite or
+// queue: operators use it for nodes they vouch for directly. The anchor
+// picks the address and serial. An empty name means the existing name or
+// "node-<short id>". Tags are written into the certificate. In a
+// one-anchor network the result is a valid certificate; otherwise other
+// anchors must endorse the same body. An existing member whose latest
+// certificate from this anchor is still valid, with the same keys and
+// tags (or tags nil), gets that certificate back.
+func (a *Anchor) Enroll(signKey ed25519.PublicKey, wgKey [32]byte, name string, tags []string, now time.Time) (*Certificate, error) {
+	if len(signKey) != ed25519.PublicKeySize {
+		return nil, reject(ReasonMalformed, "enroll: signing key has %d bytes, want %d", len(signKey), ed25519.PublicKeySize)
+	}
+	if err := checkTags(tags); err != nil {
+		return nil, reject(ReasonInvalid, "enroll: %v", err)
+	}
+	if name != "" {
+		if err := addr.CheckName(name); err != nil {
+			return nil, reject(ReasonInvalid, "enroll: %v", err)
+		}
+	}
+	id := addr.NodeIDFromKey(signKey)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return nil, err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return nil, err
+	}
+	now = now.UTC()
+	var ip netip.Addr
+	if old := a.st.Members[id]; old != nil {
+		if c, err := UnmarshalCertificate(old.Cert); err == nil && c.WGKey == wgKey && (name == "" || name == c.Name) &&
+			(tags == nil || slices.Equal(tags, c.Tags)) && !now.Before(c.NotBefore) && !now.After(c.NotAfter) {
+			return c, nil
+		}
+		if name == "" {
+			name = old.Name
+		}
+		if tags == nil {
+			if c, err := UnmarshalCertificate(old.Cert); err == nil {
+				tags = c.Tags
+			}
+		}
+		ip = old.IPv4
 	} else {
 		if name == "" {
 			name = "node-" + id.Short()
 		}
-		if holder, taken := a.names[name]; taken && holder != id {
-			return nil, reject(ReasonNameTaken, "the name %q already belongs to node %s in network %q; choose another with `weft join --name`",
-				name, holder.Short(), a.Genesis.Name)
-		}
-	}
-
-	// Same keys, same tags and a still-valid certificate, without a new
-	// invite use: idempotent, hand back the certificate already issued.
-	if old != nil && newEntry == nil {
-		if c, err := UnmarshalCertificate(old.Cert); err == nil && c.WGKey == wgKey &&
-			(tags == nil || slices.Equal(tags, c.Tags)) && c.Verify(a.Genesis, now) == nil {
-			return c, nil
-		}
-	}
-
-	// IPv4.
-	var ip netip.Addr
-	if old != nil {
-		ip = old.IPv4
-	} else {
 		var err error
 		if ip, err = a.allocIPv4Locked(id); err != nil {
 			return nil, err
 		}
 	}
-
-	validity := a.CertValidity
-	if validity <= 0 {
-		validity = DefaultCertValidity
-	}
-	if old != nil && tags == nil {
-		if c, err := UnmarshalCertificate(old.Cert); err == nil {
-			tags = c.Tags
-		}
-	}
-	now = now.UTC()
-	c := &Certificate{
-		Network:   st.Network,
+	body := &Certificate{
+		Network:   a.v.Network(),
 		NodeID:    id,
 		SignKey:   append(ed25519.PublicKey(nil), signKey...),
 		WGKey:     wgKey,
 		Name:      name,
 		IPv4:      ip,
-		Tags:      append([]string(nil), tags...),
+		Tags:      slices.Clone(tags),
 		NotBefore: now.Add(-CertBackdate).Truncate(time.Second),
-		NotAfter:  now.Add(validity).Truncate(time.Second),
-		Serial:    st.NextSerial,
+		NotAfter:  now.Add(a.validity()).Truncate(time.Second),
+		Serial:    a.st.NextSerial,
 	}
-	if len(c.Tags) == 0 {
-		c.Tags = nil
+	if len(body.Tags) == 0 {
+		body.Tags = nil
 	}
-	if err := c.Endorse(a.Identity.Sign); err != nil {
-		return nil, err
-	}
-	cb, err := c.Marshal()
+	a.st.NextSerial++
+	e, err := a.endorseBodyLocked(body, nil, now)
 	if err != nil {
 		return nil, err
 	}
-	m := &member{Name: name, IPv4: ip, Admitted: now, Cert: cb}
-	if old != nil {
-		m.Admitted = old.Admitted
-	}
-
-	// Commit, persist, or roll back.
-	st.Members[id] = m
-	st.NextSerial++
-	if newEntry != nil {
-		st.Invites[invKey] = newEntry
-	}
-	if err := a.saveLocked(); err != nil {
-		st.NextSerial--
-		if old != nil {
-			st.Members[id] = old
-		} else {
-			delete(st.Members, id)
-		}
-		if newEntry != nil {
-			if oldEntry != nil {
-				st.Invites[invKey] = oldEntry
-			} else {
-				delete(st.Invites, invKey)
-			}
-		}
-		return nil, fmt.Errorf("admit %s: save anchor state: %w", id.Short(), err)
-	}
-	a.names[name] = id
-	a.ips[ip] = id
-	a.log.Info("node admitted", "node", id.Short(), "name", name, "ipv4", ip, "serial", c.Serial, "invite", invKey, "rejoin", old != nil)
-	return c, nil
+	body.Endorsements = []Endorsement{*e}
+	return body, nil
 }
 
-// allocIPv4Locked picks a free IPv4 address for id: the first free
-// addr.IPv4 candidate among ipv4HashProbes attempts, then the next free
-// address after candidate 0 in a linear scan.
-func (a *Anchor) allocIPv4Locked(id addr.NodeID) (netip.Addr, error) {
-	p := a.Genesis.IPv4Prefix
-	hosts := addr.IPv4Hosts(p)
-	if len(a.ips) >= hosts {
-		return netip.Addr{}, reject(ReasonPoolExhausted, "all %d IPv4 addresses of %v in network %q are taken; the network's anchors must remove nodes before admitting more",
-			hosts, p, a.Genesis.Name)
+// AdmitSelf returns this anchor's own certificate: AnchorCertificate of
+// the current set. name is ignored (an anchor's name is in the anchor
+// set); it is kept for callers of the one-anchor path.
+func (a *Anchor) AdmitSelf(name string, now time.Time) (*Certificate, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return nil, err
 	}
-	first := netip.Addr{}
-	for attempt := 0; attempt < ipv4HashProbes; attempt++ {
-		ip, err := addr.IPv4(p, id, attempt)
+	return AnchorCertificate(a.v.Set(), a.Identity.SignPublic())
+}
+
+// allocIPv4Locked picks a free IPv4 address for id: the first
+// ProposeIPv4 candidate no other node holds.
+func (a *Anchor) allocIPv4Locked(id addr.NodeID) (netip.Addr, error) {
+	g := a.v.Genesis()
+	p := g.IPv4Prefix
+	hosts := addr.IPv4Hosts(p)
+	if len(a.ips)+len(a.v.Set().Anchors) >= hosts {
+		return netip.Addr{}, reject(ReasonPoolExhausted, "all %d IPv4 addresses of %v in network %q are taken; the network's anchors must remove nodes before admitting more",
+			hosts, p, g.Name)
+	}
+	for attempt := 0; ; attempt++ {
+		ip, err := ProposeIPv4(p, id, attempt)
 		if err != nil {
 			return netip.Addr{}, err
 		}
-		if attempt == 0 {
-			first = ip
-		}
-		if _, taken := a.ips[ip]; !taken {
+		if _, taken := a.ipHolderLocked(ip, id); !taken {
 			return ip, nil
 		}
 	}
-	base := p.Addr().As4()
-	network := binary.BigEndian.Uint32(base[:])
-	f := first.As4()
-	off := binary.BigEndian.Uint32(f[:]) - network // 1..hosts
-	for i := 0; i < hosts; i++ {
-		off = off%uint32(hosts) + 1
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], network+off)
-		ip := netip.AddrFrom4(b)
-		if _, taken := a.ips[ip]; !taken {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, reject(ReasonPoolExhausted, "no free IPv4 address left in %v in network %q", p, a.Genesis.Name)
 }
 
-// Member returns the latest certificate issued to node id.
+// Pending returns this anchor's queue of joins without invite — waiting,
+// approved (until the node collects its endorsement) and rejected — oldest
+// first.
+func (a *Anchor) Pending() []PendingJoin {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.loadLocked() != nil {
+		return nil
+	}
+	out := make([]PendingJoin, 0, len(a.st.Pending))
+	for _, p := range a.st.Pending {
+		c := *p
+		c.Tags = slices.Clone(p.Tags)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Received.Equal(out[j].Received) {
+			return out[i].Received.Before(out[j].Received)
+		}
+		return bytes.Compare(out[i].NodeID[:], out[j].NodeID[:]) < 0
+	})
+	return out
+}
+
+// Approve lets the queued node id join with the name and tags it asked
+// for: its next join request is endorsed by this anchor.
+func (a *Anchor) Approve(id addr.NodeID) error { return a.decide(id, PendingApproved, "") }
+
+// Reject refuses the queued node id; its join requests are answered with
+// ReasonDenied and why.
+func (a *Anchor) Reject(id addr.NodeID, why string) error {
+	if err := checkText(why); err != nil {
+		return fmt.Errorf("reject: reason %v", err)
+	}
+	return a.decide(id, PendingRejected, why)
+}
+
+func (a *Anchor) decide(id addr.NodeID, state PendingState, why string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return err
+	}
+	p := a.st.Pending[id]
+	if p == nil {
+		return fmt.Errorf("no join of node %s is queued at this anchor; list the queue with `weft trust pending`", id.Short())
+	}
+	snap := a.snapshotLocked()
+	p.State, p.Why = state, why
+	if err := a.commitLocked(snap, string(state)+" "+id.Short()); err != nil {
+		return err
+	}
+	a.log.Info("pending join decided", "node", id.Short(), "name", p.Name, "state", state, "why", why)
+	return nil
+}
+
+// Renew checks a renew request at now and returns this anchor's
+// endorsement of the renewed body (req.Certificate()): the request is
+// signed by the certificate's key and current, the certificate verifies
+// against the current anchor set (so the node is not revoked), it is not
+// an anchor certificate, the new window ends after the old one and is no
+// longer than CertValidity, and the node's name and address are not held
+// by another node in this anchor's ledger.
+func (a *Anchor) Renew(req *RenewRequest, now time.Time) (*Endorsement, error) {
+	e, err := a.renew(req, now)
+	if err != nil {
+		r, _ := ReasonOf(err)
+		node := "?"
+		if req.Cert != nil {
+			node = req.Cert.NodeID.Short()
+		}
+		a.logger().Info("renewal refused", "node", node, "reason", r, "err", err)
+	}
+	return e, err
+}
+
+func (a *Anchor) renew(req *RenewRequest, now time.Time) (*Endorsement, error) {
+	if err := req.Verify(); err != nil {
+		return nil, err
+	}
+	if err := checkSkew(req.Time, now, "renew request"); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return nil, err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return nil, err
+	}
+	if err := a.v.VerifyCertificate(req.Cert, now); err != nil {
+		return nil, err
+	}
+	if len(req.Cert.Endorsements) == 0 {
+		return nil, reject(ReasonInvalid, "anchor certificates are derived from the anchor set and never need renewal")
+	}
+	body := req.Certificate()
+	if !body.NotAfter.After(req.Cert.NotAfter) {
+		return nil, reject(ReasonInvalid, "renewal of %s would end at %s, not after the current certificate (%s); propose a later NotAfter",
+			body.Name, fmtTime(body.NotAfter), fmtTime(req.Cert.NotAfter))
+	}
+	if err := a.checkWindow(body, now); err != nil {
+		return nil, err
+	}
+	return a.endorseBodyLocked(body, nil, now)
+}
+
+// voteLocked records that this anchor signs hash for kind/seq, refusing a
+// different hash for the same kind and seq. It returns a restore snapshot
+// or nil if the vote was already recorded.
+func (a *Anchor) voteLocked(kind string, seq uint64, hash [32]byte) ([]byte, error) {
+	key := fmt.Sprintf("%s/%d", kind, seq)
+	h := hex.EncodeToString(hash[:])
+	if old, ok := a.st.Votes[key]; ok {
+		if old != h {
+			return nil, reject(ReasonFork, "this anchor already endorsed a different %s with seq %d (%s…); it signs at most one %s per seq — propose seq %d instead or endorse the same one",
+				kind, seq, old[:12], kind, seq+1)
+		}
+		return nil, nil
+	}
+	snap := a.snapshotLocked()
+	a.st.Votes[key] = h
+	if err := a.commitLocked(snap, "record "+key); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// EndorseChange adds this anchor's endorsement to ch after checking that
+// it follows the current anchor set (network, Seq, Prev, a valid new set)
+// and that no new anchor takes the name or address of another node in
+// this anchor's ledger. It refuses (ReasonFork) to endorse a change with a
+// Seq for which it already endorsed a different change, and records its
+// choice before signing, so a crash cannot make it equivocate.
+func (a *Anchor) EndorseChange(ch *AnchorChange) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return err
+	}
+	if err := a.v.Set().checkChange(ch); err != nil {
+		return err
+	}
+	for _, an := range ch.Anchors {
+		if h, taken := a.names[an.Name]; taken && h != an.NodeID() {
+			if _, revoked := a.v.Revoked(h); !revoked {
+				return reject(ReasonNameTaken, "anchor-set change %d names anchor %q, but that name belongs to node %s; choose another name", ch.Seq, an.Name, h.Short())
+			}
+		}
+		if h, taken := a.ips[an.IPv4]; taken && h != an.NodeID() {
+			if _, revoked := a.v.Revoked(h); !revoked {
+				return reject(ReasonAddressTaken, "anchor-set change %d gives anchor %s address %v, which belongs to node %s; choose another address", ch.Seq, an.Name, an.IPv4, h.Short())
+			}
+		}
+	}
+	if _, err := a.voteLocked("change", ch.Seq, ch.Hash()); err != nil {
+		return err
+	}
+	if err := ch.Endorse(a.Identity.Sign); err != nil {
+		return err
+	}
+	a.log.Info("anchor-set change endorsed", "seq", ch.Seq, "anchors", len(ch.Anchors), "threshold", ch.Threshold)
+	return nil
+}
+
+// EndorseRevocation adds this anchor's endorsement to r after checking
+// that it is for this network and well-formed.
+func (a *Anchor) EndorseRevocation(r *Revocation) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return err
+	}
+	if r.Network != a.v.Network() {
+		return reject(ReasonWrongNetwork, "revocation is for network %s, not %s", r.Network.Short(), a.v.Genesis().describe())
+	}
+	if err := r.checkContent(); err != nil {
+		return err
+	}
+	if err := r.Endorse(a.Identity.Sign); err != nil {
+		return err
+	}
+	a.log.Info("revocation endorsed", "node", r.NodeID.Short(), "reason", r.Reason)
+	return nil
+}
+
+// EndorsePolicy adds this anchor's endorsement to p after checking that it
+// is for this network, well-formed and newer than the policy in force. It
+// refuses (ReasonFork) to endorse a different policy with a Seq it already
+// endorsed.
+func (a *Anchor) EndorsePolicy(p *Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return err
+	}
+	if err := a.checkAnchorLocked(); err != nil {
+		return err
+	}
+	if p.Network != a.v.Network() {
+		return reject(ReasonWrongNetwork, "policy is for network %s, not %s", p.Network.Short(), a.v.Genesis().describe())
+	}
+	if err := p.checkContent(); err != nil {
+		return err
+	}
+	if cur := a.v.Policy(); cur != nil && p.Seq <= cur.Seq {
+		return reject(ReasonReplayed, "policy %d is not newer than the policy in force (%d); propose seq %d", p.Seq, cur.Seq, cur.Seq+1)
+	}
+	if _, err := a.voteLocked("policy", p.Seq, sha256.Sum256(bodyOf(p))); err != nil {
+		return err
+	}
+	if err := p.Endorse(a.Identity.Sign); err != nil {
+		return err
+	}
+	a.log.Info("policy endorsed", "seq", p.Seq, "rules", len(p.Rules))
+	return nil
+}
+
+// Member returns the latest certificate this anchor endorsed for node id
+// (carrying only this anchor's endorsement).
 func (a *Anchor) Member(id addr.NodeID) (*Certificate, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -596,7 +1149,7 @@ func (a *Anchor) Member(id addr.NodeID) (*Certificate, bool) {
 	return c, err == nil
 }
 
-// Members returns the latest certificates of all admitted nodes, sorted by
+// Members returns the latest certificates this anchor endorsed, sorted by
 // name.
 func (a *Anchor) Members() ([]*Certificate, error) {
 	a.mu.Lock()

@@ -39,6 +39,23 @@ func join(t *testing.T, a *Anchor, tok string, node *Identity, name string) (*Ce
 	return a.Admit(req, t0)
 }
 
+// joinRetry joins like a real client: on ReasonAddressTaken it proposes
+// the next IPv4 candidate.
+func joinRetry(t *testing.T, a *Anchor, tok string, node *Identity, name string) (*Certificate, error) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		req, err := NewJoinRequestSpec(node, JoinSpec{Invite: tok, Name: name, Attempt: attempt}, t0)
+		if err != nil {
+			return nil, err
+		}
+		c, err := a.Admit(req, t0)
+		if r, _ := ReasonOf(err); r == ReasonAddressTaken {
+			continue
+		}
+		return c, err
+	}
+}
+
 func TestAnchorAdmit(t *testing.T) {
 	tn := newTestNet(t, 1, 0, "")
 	dir := t.TempDir()
@@ -75,7 +92,7 @@ func TestAnchorAdmit(t *testing.T) {
 	}
 
 	// Rejoin with the same key and invite: same certificate, no use consumed.
-	c2, err := join(t, a, tok, node, "")
+	c2, err := join(t, a, tok, node, "web-1")
 	if err != nil {
 		t.Fatalf("rejoin: %v", err)
 	}
@@ -89,11 +106,11 @@ func TestAnchorAdmit(t *testing.T) {
 	// Rejoin with a rotated WireGuard key: reissued, same name and address.
 	node2 := *node
 	node2.WG[1] ^= 0xff
-	c3, err := join(t, a, tok, &node2, "")
+	c3, err := join(t, a, tok, &node2, "web-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c3.Serial <= c.Serial || c3.IPv4 != c.IPv4 || c3.Name != c.Name || c3.WGKey != node2.WGPublic() {
+	if c3.IPv4 != c.IPv4 || c3.Name != c.Name || c3.WGKey != node2.WGPublic() {
 		t.Fatalf("reissue %+v", c3)
 	}
 
@@ -105,7 +122,7 @@ func TestAnchorAdmit(t *testing.T) {
 	b := newTestAnchor(t, tn, dir)
 	_, err = join(t, b, tok, newTestIdentity(t, 2), "db")
 	wantReason(t, err, ReasonUseLimit)
-	c4, err := join(t, b, tok, &node2, "")
+	c4, err := join(t, b, tok, &node2, "web-1")
 	if err != nil || !bytes.Equal(c4.marshal(), c3.marshal()) {
 		t.Fatalf("rejoin after restart: %v", err)
 	}
@@ -119,7 +136,7 @@ func TestAnchorAdmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c5.Serial <= c3.Serial || c5.IPv4 == c.IPv4 || c5.Name != "node-"+newTestIdentity(t, 3).NodeID().Short() {
+	if c5.IPv4 == c.IPv4 || c5.Name != "node-"+newTestIdentity(t, 3).NodeID().Short() {
 		t.Fatalf("second node %+v", c5)
 	}
 
@@ -169,10 +186,15 @@ func TestAnchorRejects(t *testing.T) {
 		{"foreign network", func() *JoinRequest { r, _ := NewJoinRequest(foreignInv.Encode(), node, "", t0); return r },
 			ReasonWrongNetwork, "use an invite from an anchor of that network"},
 		{"forged invite", func() *JoinRequest { r, _ := NewJoinRequest(forged.Encode(), node, "", t0); return r },
-			ReasonNotAnchor, "not an anchor"},
+			ReasonNotAnchor, "not a current (unrevoked) anchor"},
 		{"tampered invite", func() *JoinRequest { r, _ := NewJoinRequest(tampered.Encode(), node, "", t0); return r },
 			ReasonBadSignature, "forged"},
-		{"garbage invite", func() *JoinRequest { r, _ := NewJoinRequest("weft1-AAAA", node, "", t0); return r },
+		{"garbage invite", func() *JoinRequest {
+			r, _ := NewJoinRequest(good.Encode(), node, "", t0)
+			r.Invite = "weft1-AAAA"
+			r.Sign(node)
+			return r
+		},
 			ReasonMalformed, ""},
 		{"bound name mismatch", func() *JoinRequest { r, _ := NewJoinRequest(bound.Encode(), node, "web", t0); return r },
 			ReasonInvalid, "--name db"},
@@ -218,7 +240,7 @@ func TestAnchorConfig(t *testing.T) {
 	// State of one network is refused by another.
 	dir := t.TempDir()
 	newTestAnchor(t, tn, dir).NewInvite("", 0, 0, nil)
-	other := newTestNet(t, 2, 1, "")
+	other := newTestNet(t, 3, 0, "")
 	if _, err := OpenAnchor(dir, other.g, other.anchors[0]); err == nil {
 		t.Fatal("foreign state accepted")
 	}
@@ -249,8 +271,11 @@ func TestAnchorConfig(t *testing.T) {
 func TestAnchorEnroll(t *testing.T) {
 	tn := newTestNet(t, 1, 0, "")
 	a := newTestAnchor(t, tn, t.TempDir())
-	self := tn.anchors[0]
-	c, err := a.Enroll(self.SignPublic(), self.WGPublic(), "anchor", []string{"anchor"}, t0)
+	if _, err := a.Enroll(tn.anchors[0].SignPublic(), tn.anchors[0].WGPublic(), "", nil, t0); err == nil {
+		t.Fatal("anchor enrolled itself")
+	}
+	self := newTestIdentity(t, 7)
+	c, err := a.Enroll(self.SignPublic(), self.WGPublic(), "ops", []string{"ops"}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,8 +307,8 @@ func TestAnchorIPv4Pool(t *testing.T) {
 			inv, _ := a.NewInvite("", time.Hour, tt.hosts+5, nil)
 			seen := map[netip.Addr]bool{}
 			p := tn.g.IPv4Prefix
-			for i := range tt.hosts {
-				c, err := join(t, a, inv.Encode(), newTestIdentity(t, byte(i)), "")
+			for i := range tt.hosts - 1 { // the anchor holds one address
+				c, err := joinRetry(t, a, inv.Encode(), newTestIdentity(t, byte(i)), "")
 				if err != nil {
 					t.Fatalf("node %d: %v", i, err)
 				}
@@ -292,7 +317,7 @@ func TestAnchorIPv4Pool(t *testing.T) {
 				}
 				seen[c.IPv4] = true
 			}
-			_, err := join(t, a, inv.Encode(), newTestIdentity(t, 200), "")
+			_, err := joinRetry(t, a, inv.Encode(), newTestIdentity(t, 200), "")
 			wantReason(t, err, ReasonPoolExhausted, "taken")
 		})
 	}

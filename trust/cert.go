@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"fmt"
 	"net/netip"
@@ -74,14 +75,46 @@ func (c *Certificate) Endorse(anchor ed25519.PrivateKey) error {
 	return err
 }
 
-// Verify checks c against network g at time now: the network ID matches,
-// NodeID is the hash of SignKey, the name and tags are DNS labels, IPv4 lies
-// inside g's prefix, now is within [NotBefore, NotAfter], and at least
-// g.Threshold distinct anchors of g endorsed it with valid signatures.
-// Failures are *RejectError.
+// AddEndorsement adds e (an anchor's answer to a join or renew request)
+// to c after checking that e is a valid signature over c's body. It does
+// not check that e.Anchor is an anchor; verification does. An endorsement
+// by an anchor already present replaces the old one.
+func (c *Certificate) AddEndorsement(e Endorsement) error {
+	if len(e.Anchor) != ed25519.PublicKeySize || len(e.Sig) != ed25519.SignatureSize ||
+		!ed25519.Verify(e.Anchor, c.message(), e.Sig) {
+		return reject(ReasonBadSignature, "endorsement by %s does not sign this certificate body of %s (%s); the anchor endorsed a different proposal — send the same request to every anchor",
+			keyShortSafe(e.Anchor), c.Name, c.NodeID.Short())
+	}
+	for i := range c.Endorsements {
+		if c.Endorsements[i].Anchor.Equal(e.Anchor) {
+			c.Endorsements[i] = cloneEndorsement(e)
+			return nil
+		}
+	}
+	c.Endorsements = append(c.Endorsements, cloneEndorsement(e))
+	return nil
+}
+
+func (c *Certificate) message() []byte { return signedMessage(ctxCertificate, c.signedBody()) }
+
+// Verify checks c against the genesis anchor set of g at time now; it is
+// NewView(g).VerifyCertificate(c, now). Members that follow anchor-set
+// changes and revocations verify against their View instead.
 func (c *Certificate) Verify(g *Genesis, now time.Time) error {
-	if err := c.checkContent(g); err != nil {
+	if g == nil {
+		return reject(ReasonInvalid, "certificate of %s: no genesis to verify against", c.Name)
+	}
+	return NewView(g).VerifyCertificate(c, now)
+}
+
+// verifyAt checks c against set at now; revoked reports revoked nodes.
+func (c *Certificate) verifyAt(set *AnchorSet, revoked func(addr.NodeID) bool, now time.Time) error {
+	if err := c.checkContent(set.Genesis); err != nil {
 		return err
+	}
+	if revoked != nil && revoked(c.NodeID) {
+		return reject(ReasonRevoked, "node %s (%s) has been revoked by the network's anchors; drop its tunnels and records — it needs a new key and invite to rejoin",
+			c.Name, c.NodeID.Short())
 	}
 	if now.Before(c.NotBefore) {
 		return reject(ReasonNotYetValid, "certificate of %s (%s) is not valid before %s (now %s); check this machine's clock",
@@ -91,7 +124,20 @@ func (c *Certificate) Verify(g *Genesis, now time.Time) error {
 		return reject(ReasonExpired, "certificate of %s (%s) expired at %s; rejoin with a new invite (`weft join`) or ask an anchor to renew it",
 			c.Name, c.NodeID.Short(), fmtTime(c.NotAfter))
 	}
-	return verifyEndorsements(g, c.Endorsements, signedMessage(ctxCertificate, c.signedBody()),
+	if len(c.Endorsements) == 0 {
+		if _, ok := set.IsAnchor(c.SignKey); ok {
+			want, err := AnchorCertificate(set, c.SignKey)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(want.marshal(), c.marshal()) {
+				return reject(ReasonInvalid, "anchor certificate of %s (%s) differs from the one derived from anchor set %d; the anchor must use the certificate of the current set",
+					c.Name, c.NodeID.Short(), set.Seq)
+			}
+			return nil
+		}
+	}
+	return verifyEndorsements(set, revoked, c.Endorsements, c.message(),
 		fmt.Sprintf("certificate of %s (%s)", c.Name, c.NodeID.Short()),
 		"do not trust this node; it must join again with `weft join` using a valid invite")
 }
@@ -114,12 +160,10 @@ func (c *Certificate) checkContent(g *Genesis) error {
 	if err := addr.CheckName(c.Name); err != nil {
 		return reject(ReasonInvalid, "certificate of %s: %v", c.NodeID.Short(), err)
 	}
-	for _, t := range c.Tags {
-		if err := addr.CheckName(t); err != nil {
-			return reject(ReasonInvalid, "certificate of %s: tag: %v", c.Name, err)
-		}
+	if err := checkTags(c.Tags); err != nil {
+		return reject(ReasonInvalid, "certificate of %s: %v", c.Name, err)
 	}
-	if !c.IPv4.Is4() || !g.IPv4Prefix.Contains(c.IPv4) {
+	if !usableIPv4(g.IPv4Prefix, c.IPv4) {
 		return reject(ReasonInvalid, "certificate of %s: IPv4 address %v is outside the network prefix %v", c.Name, c.IPv4, g.IPv4Prefix)
 	}
 	if c.NotAfter.Before(c.NotBefore) {
@@ -216,4 +260,34 @@ func LoadCertificate(dir string) (*Certificate, error) {
 		return nil, fmt.Errorf("load certificate %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// checkTags checks that tags are at most MaxTags distinct DNS labels.
+func checkTags(tags []string) error {
+	if len(tags) > MaxTags {
+		return fmt.Errorf("%d tags, at most %d allowed", len(tags), MaxTags)
+	}
+	for i, t := range tags {
+		if err := addr.CheckName(t); err != nil {
+			return fmt.Errorf("tag: %v", err)
+		}
+		for _, u := range tags[:i] {
+			if u == t {
+				return fmt.Errorf("tag %q listed twice", t)
+			}
+		}
+	}
+	return nil
+}
+
+func cloneEndorsement(e Endorsement) Endorsement {
+	return Endorsement{Anchor: append(ed25519.PublicKey(nil), e.Anchor...), Sig: append([]byte(nil), e.Sig...)}
+}
+
+// keyShortSafe is keyShort for keys that may be malformed.
+func keyShortSafe(pub ed25519.PublicKey) string {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Sprintf("<%d-byte key>", len(pub))
+	}
+	return keyShort(pub)
 }

@@ -3,6 +3,8 @@ package trust
 import (
 	"crypto/ed25519"
 	"fmt"
+
+	"github.com/weft-net/weft/addr"
 )
 
 // Endorsement is an anchor's signature over the signed body of a
@@ -21,6 +23,11 @@ const (
 	ctxInvite      = "weft/invite/v1\x00"
 	ctxJoinRequest = "weft/join-request/v1\x00"
 	ctxNodeRecord  = "weft/node-record/v1\x00"
+	ctxDescriptor  = "weft/anchor-descriptor/v1\x00"
+	ctxChange      = "weft/anchor-change/v1\x00"
+	ctxRevocation  = "weft/revocation/v1\x00"
+	ctxPolicy      = "weft/policy/v1\x00"
+	ctxRenew       = "weft/renew-request/v1\x00"
 )
 
 func signedMessage(ctx string, body []byte) []byte {
@@ -46,20 +53,27 @@ func addEndorsement(list []Endorsement, key ed25519.PrivateKey, msg []byte) ([]E
 	return append(list, e), nil
 }
 
-// verifyEndorsements counts the distinct anchors of g whose endorsement of
-// msg verifies. Endorsements by the same anchor count once; endorsements
+// verifyEndorsements counts the distinct anchors of set, not revoked,
+// whose endorsement of msg verifies. Endorsements by the same anchor count once; endorsements
 // by keys outside the anchor set are not counted (and their signatures are
 // not checked, so junk endorsements cost nothing). If fewer than
-// g.Threshold anchors count, the error's reason is the most specific cause:
+// set.Threshold anchors count, the error's reason is the most specific cause:
 // ReasonNotAnchor if some endorsement came from a non-anchor,
 // ReasonBadSignature if an anchor's signature failed, otherwise
 // ReasonTooFewEndorsements. what names the object for messages.
-func verifyEndorsements(g *Genesis, list []Endorsement, msg []byte, what, fix string) error {
-	counted := make([]bool, len(g.Anchors))
+func verifyEndorsements(set *AnchorSet, revoked func(addr.NodeID) bool, list []Endorsement, msg []byte, what, fix string) error {
+	counted := make([]bool, len(set.Anchors))
 	valid := 0
-	var nonAnchor, badSig ed25519.PublicKey
+	var nonAnchor, badSig, revokedAnchor ed25519.PublicKey
 	for _, e := range list {
-		i := g.anchorIndex(e.Anchor)
+		i := anchorIndex(set.Anchors, e.Anchor)
+		if i >= 0 && revoked != nil && revoked(set.Anchors[i].NodeID()) {
+			// A revoked anchor has lost its anchor power.
+			if revokedAnchor == nil {
+				revokedAnchor = e.Anchor
+			}
+			continue
+		}
 		if i < 0 {
 			if nonAnchor == nil {
 				nonAnchor = e.Anchor
@@ -78,13 +92,16 @@ func verifyEndorsements(g *Genesis, list []Endorsement, msg []byte, what, fix st
 		counted[i] = true
 		valid++
 	}
-	if valid >= g.Threshold {
+	if valid >= set.Threshold {
 		return nil
 	}
-	have := fmt.Sprintf("%s has %d of the %d anchor endorsements network %s requires", what, valid, g.Threshold, g.describe())
+	have := fmt.Sprintf("%s has %d of the %d anchor endorsements network %s requires", what, valid, set.Threshold, set.describe())
 	switch {
+	case revokedAnchor != nil:
+		return reject(ReasonNotAnchor, "%s: it is endorsed by anchor %s, which has been revoked and no longer counts — %s",
+			have, keyShort(revokedAnchor), fix)
 	case nonAnchor != nil:
-		return reject(ReasonNotAnchor, "%s: it is endorsed by key %s, which is not an anchor of this network; it was not issued by this network's anchors — %s",
+		return reject(ReasonNotAnchor, "%s: it is endorsed by key %s, which is not a current (unrevoked) anchor of this network; it was not issued by this network's anchors — %s",
 			have, keyShort(nonAnchor), fix)
 	case badSig != nil:
 		return reject(ReasonBadSignature, "%s: the endorsement by anchor %s does not verify, so it was altered after signing or forged — %s",

@@ -25,6 +25,11 @@ const (
 	ReasonInvalid                          // content is well-formed but inconsistent (key/ID/address/name mismatch)
 	ReasonNameTaken                        // requested node name belongs to another node
 	ReasonPoolExhausted                    // no free IPv4 address left in the network's prefix
+	ReasonRevoked                          // the node has been revoked by a quorum of anchors
+	ReasonAddressTaken                     // proposed IPv4 address belongs to another node
+	ReasonPendingApproval                  // join without invite waits for anchor operators to approve it
+	ReasonFork                             // anchor-set change or signed statement conflicts with the chain held (wrong seq/prev, double signing)
+	ReasonDenied                           // an anchor operator rejected the request
 	numReasons
 )
 
@@ -55,6 +60,20 @@ var (
 	ErrNameTaken = errors.New("name taken")
 	// ErrPoolExhausted: no free IPv4 overlay address is left.
 	ErrPoolExhausted = errors.New("address pool exhausted")
+	// ErrRevoked: the node was revoked by a quorum of anchors.
+	ErrRevoked = errors.New("revoked")
+	// ErrAddressTaken: the proposed IPv4 address belongs to another node;
+	// propose the next candidate (JoinSpec.Attempt+1).
+	ErrAddressTaken = errors.New("address taken")
+	// ErrPendingApproval: a join without invite was queued and waits for
+	// anchor operators (`weft trust approve`).
+	ErrPendingApproval = errors.New("pending approval")
+	// ErrFork: a statement conflicts with the anchor-set chain held (wrong
+	// sequence or previous hash), or an anchor was asked to sign two
+	// different statements with the same sequence number.
+	ErrFork = errors.New("fork")
+	// ErrDenied: an anchor operator rejected the request.
+	ErrDenied = errors.New("denied")
 )
 
 var sentinels = [numReasons]error{
@@ -70,6 +89,11 @@ var sentinels = [numReasons]error{
 	ReasonInvalid:            ErrInvalid,
 	ReasonNameTaken:          ErrNameTaken,
 	ReasonPoolExhausted:      ErrPoolExhausted,
+	ReasonRevoked:            ErrRevoked,
+	ReasonAddressTaken:       ErrAddressTaken,
+	ReasonPendingApproval:    ErrPendingApproval,
+	ReasonFork:               ErrFork,
+	ReasonDenied:             ErrDenied,
 }
 
 // Sentinel returns the sentinel error of r (ErrMalformed for unknown values).

@@ -11,6 +11,8 @@ const (
 	IdentityFile    = "identity.key"
 	GenesisFile     = "genesis"
 	CertificateFile = "cert"
+	// ViewFile holds the anchor-set chain, revocations and policy.
+	ViewFile = "trust-view"
 	// AnchorDir is the subdirectory holding an anchor's state.
 	AnchorDir = "anchor"
 	// anchorStateFile lives in AnchorDir.

@@ -28,14 +28,20 @@ func newFuzzSeeds(f *testing.F) *fuzzSeeds {
 	for _, a := range tn.anchors[:3] {
 		c.Endorse(a.Sign)
 	}
-	inv := &Invite{Genesis: tn.g, ID: [16]byte{9}, Name: "db", NotAfter: t0.Add(time.Hour), MaxUses: 2,
+	ch, _ := NewAnchorChange(tn.g.Set(), tn.g.Anchors[:3], 0, t0)
+	for _, a := range tn.anchors[:3] {
+		ch.Endorse(a.Sign)
+	}
+	inv := &Invite{Genesis: tn.g, ID: [16]byte{9}, Name: "db", Tags: []string{"db", "prod"}, NotAfter: t0.Add(time.Hour), MaxUses: 2,
+		Chain:      []*AnchorChange{ch},
 		Bootstrap:  []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("[::1]:2")},
 		AnchorNode: tn.anchors[0].NodeID(), AnchorWGKey: tn.anchors[0].WGPublic()}
 	for _, a := range tn.anchors {
 		inv.Endorse(a.Sign)
 	}
 	req, _ := NewJoinRequest(inv.Encode(), node, "web-1", t0)
-	rec := &NodeRecord{Cert: c, Seq: 3, Expires: t0.Add(time.Hour), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820")}}
+	rec := &NodeRecord{Cert: c, Seq: 3, Expires: t0.Add(time.Hour), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820")},
+		WGKey: [32]byte{7}}
 	rec.Sign(node)
 	return &fuzzSeeds{
 		tn:      tn,

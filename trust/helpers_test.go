@@ -1,9 +1,9 @@
 package trust
 
 import (
-	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -42,17 +42,17 @@ type testNet struct {
 func newTestNet(t testing.TB, n, th int, prefix string) *testNet {
 	t.Helper()
 	tn := &testNet{}
-	var pubs []ed25519.PublicKey
+	var infos []AnchorInfo
 	for i := range n {
 		id := newTestIdentity(t, byte(100+i))
 		tn.anchors = append(tn.anchors, id)
-		pubs = append(pubs, id.SignPublic())
+		infos = append(infos, AnchorInfo{SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: fmt.Sprintf("anchor-%d", i)})
 	}
 	var p netip.Prefix
 	if prefix != "" {
 		p = netip.MustParsePrefix(prefix)
 	}
-	g, err := NewGenesis("testnet", "", p, pubs, th)
+	g, err := NewGenesis("testnet", "", p, infos, th)
 	if err != nil {
 		t.Fatal(err)
 	}

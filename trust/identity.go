@@ -43,6 +43,21 @@ func NewIdentityFrom(r io.Reader) (*Identity, error) {
 	return &Identity{Sign: ed25519.NewKeyFromSeed(seed[:]), WG: wg}, nil
 }
 
+// RotateWG replaces id.WG with a fresh key from crypto/rand and returns
+// the old private key, so the caller can keep it for a grace period (or
+// restore it if saving the new identity fails). The NodeID does not
+// change; the node announces the new key in a NodeRecord (WGKey) signed
+// by its Ed25519 key, and peers re-handshake with it.
+func (id *Identity) RotateWG() (old [32]byte, err error) {
+	var wg [32]byte
+	if _, err := io.ReadFull(rand.Reader, wg[:]); err != nil {
+		return [32]byte{}, fmt.Errorf("rotate WireGuard key: %w", err)
+	}
+	clamp(&wg)
+	old, id.WG = id.WG, wg
+	return old, nil
+}
+
 func clamp(k *[32]byte) {
 	k[0] &= 248
 	k[31] = (k[31] & 127) | 64

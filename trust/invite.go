@@ -2,10 +2,8 @@ package trust
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/weft-net/weft/addr"
@@ -27,6 +25,9 @@ type Invite struct {
 	ID [16]byte
 	// Name, if not empty, is the only node name this invite admits.
 	Name string
+	// Tags are the policy tags written into the certificates of nodes
+	// joining with this invite (at most MaxTags DNS labels).
+	Tags []string
 	// NotAfter is when the invite expires.
 	NotAfter time.Time
 	// MaxUses is how many distinct nodes may join with the invite (>= 1).
@@ -42,6 +43,11 @@ type Invite struct {
 	AnchorWGKey [32]byte
 	// Endorsements are anchor signatures over everything above.
 	Endorsements []Endorsement
+	// Chain are the anchor-set changes since Genesis (at most
+	// MaxInviteChain), so that a joining node can verify endorsements by
+	// the current anchors from the token alone. The changes carry their own
+	// endorsements and are not covered by the invite's.
+	Chain []*AnchorChange
 }
 
 // IDString returns the invite ID as 32 hex digits.
@@ -57,6 +63,7 @@ func (inv *Invite) encodeBody(e *encoder) {
 	}
 	e.raw(inv.ID[:])
 	e.str(inv.Name)
+	e.strs(inv.Tags)
 	e.time(inv.NotAfter)
 	e.uvarint(uint64(inv.MaxUses))
 	e.uvarint(uint64(len(inv.Bootstrap)))
@@ -85,6 +92,10 @@ func (inv *Invite) Marshal() []byte {
 	var e encoder
 	inv.encodeBody(&e)
 	encodeEndorsements(&e, inv.Endorsements)
+	e.uvarint(uint64(len(inv.Chain)))
+	for _, ch := range inv.Chain {
+		e.bytes(ch.Marshal())
+	}
 	return e.b
 }
 
@@ -100,6 +111,7 @@ func UnmarshalInvite(b []byte) (*Invite, error) {
 	inv.Genesis = decodeGenesis(&d)
 	copy(inv.ID[:], d.take(16))
 	inv.Name = d.str("name", maxString)
+	inv.Tags = d.strs("tags", MaxTags)
 	inv.NotAfter = d.time()
 	inv.MaxUses = d.length("max uses", 1<<31-1)
 	n := d.length("bootstrap addresses", MaxBootstrap)
@@ -109,6 +121,19 @@ func UnmarshalInvite(b []byte) (*Invite, error) {
 	copy(inv.AnchorNode[:], d.take(32))
 	d.array32(&inv.AnchorWGKey)
 	inv.Endorsements = decodeEndorsements(&d)
+	n = d.length("anchor-set changes", MaxInviteChain)
+	for i := 0; i < n && d.err == nil; i++ {
+		cb := d.bytes("anchor-set change", maxStmt)
+		if d.err != nil {
+			break
+		}
+		ch, err := UnmarshalAnchorChange(cb)
+		if err != nil {
+			d.fail("anchor-set change: %v", err)
+			break
+		}
+		inv.Chain = append(inv.Chain, ch)
+	}
 	if err := d.finish("invite"); err != nil {
 		err.(*RejectError).Detail += "; copy the whole `weft1-…` token as printed by `weft invite`"
 		return nil, err
@@ -119,31 +144,24 @@ func UnmarshalInvite(b []byte) (*Invite, error) {
 // Encode returns the invite as one line: "weft1-" followed by the
 // unpadded base64url of Marshal().
 func (inv *Invite) Encode() string {
-	return InvitePrefix + base64.RawURLEncoding.EncodeToString(inv.Marshal())
+	return encodeToken(InvitePrefix, inv.Marshal())
 }
 
 // ParseInvite decodes a token made by Encode. Surrounding white space is
 // ignored. It checks structure only; call Verify.
 func ParseInvite(s string) (*Invite, error) {
-	s = strings.TrimSpace(s)
-	if len(s) > maxInviteToken {
-		return nil, reject(ReasonMalformed, "malformed invite: token is %d characters, longer than any valid invite; copy the token exactly as printed by `weft invite`", len(s))
-	}
-	if !strings.HasPrefix(s, InvitePrefix) {
-		return nil, reject(ReasonMalformed, "malformed invite: a weft invite starts with %q; copy the whole token as printed by `weft invite`", InvitePrefix)
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(InvitePrefix):])
+	b, err := decodeToken(s, InvitePrefix, "invite", "`weft invite`", maxInvite)
 	if err != nil {
-		return nil, reject(ReasonMalformed, "malformed invite: %v; the token may be truncated or mangled, copy it again exactly as printed by `weft invite`", err)
+		return nil, err
 	}
 	return UnmarshalInvite(b)
 }
 
-// Verify checks that the invite is usable at time now: its genesis is
-// valid, it is not expired, MaxUses >= 1, a bound Name is a valid name,
-// AnchorNode is one of the genesis anchors, and at least Threshold distinct
-// anchors of its genesis endorsed it. It does not check the use ledger:
-// that is the anchors' job (Anchor.Admit).
+// Verify checks that the invite is usable at time now, from the token
+// alone: its genesis is valid, the embedded Chain applies to it, and the
+// invite verifies against the resulting anchor set (see
+// View.VerifyInvite). It does not check the use ledger: that is the
+// anchors' job.
 func (inv *Invite) Verify(now time.Time) error {
 	g := inv.Genesis
 	if g == nil {
@@ -152,6 +170,14 @@ func (inv *Invite) Verify(now time.Time) error {
 	if err := g.Check(); err != nil {
 		return reject(ReasonInvalid, "invite: %v", err)
 	}
+	v := NewView(g)
+	if _, err := v.ApplyChain(inv.Chain); err != nil {
+		return err
+	}
+	return v.VerifyInvite(inv, now)
+}
+
+func (inv *Invite) verifyAt(set *AnchorSet, revoked func(addr.NodeID) bool, now time.Time) error {
 	if now.After(inv.NotAfter) {
 		return reject(ReasonExpired, "invite expired at %s; ask an anchor for a new one with `weft invite`", fmtTime(inv.NotAfter))
 	}
@@ -163,17 +189,13 @@ func (inv *Invite) Verify(now time.Time) error {
 			return reject(ReasonInvalid, "invite bound to a bad name: %v", err)
 		}
 	}
-	found := false
-	for _, a := range g.Anchors {
-		if addr.NodeIDFromKey(a) == inv.AnchorNode {
-			found = true
-			break
-		}
+	if err := checkTags(inv.Tags); err != nil {
+		return reject(ReasonInvalid, "invite %s: %v", inv.IDString(), err)
 	}
-	if !found {
-		return reject(ReasonInvalid, "invite names node %s as its anchor, but that node is not an anchor of network %s; ask an anchor for a new invite with `weft invite`",
-			inv.AnchorNode.Short(), g.describe())
+	if _, ok := set.Anchor(inv.AnchorNode); !ok || (revoked != nil && revoked(inv.AnchorNode)) {
+		return reject(ReasonInvalid, "invite names node %s as its anchor, but that node is not a current anchor of network %s; ask an anchor for a new invite with `weft invite`",
+			inv.AnchorNode.Short(), set.describe())
 	}
-	return verifyEndorsements(g, inv.Endorsements, signedMessage(ctxInvite, inv.signedBody()),
-		"invite "+inv.IDString(), "ask an anchor for a new one with `weft invite`")
+	return verifyEndorsements(set, revoked, inv.Endorsements, signedMessage(ctxInvite, inv.signedBody()),
+		"invite "+inv.IDString(), "ask an anchor for a new one with `weft invite`, co-signed by enough anchors (`weft invite cosign`)")
 }

@@ -2,25 +2,41 @@ package trust
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/weft-net/weft/addr"
 )
 
-// JoinRequest is what a joining node sends to an anchor. The signature by
-// SignKey over every other field proves possession of the key the
-// certificate will be issued for.
+// JoinRequest is what a joining node sends to each anchor. It proposes
+// the whole certificate body (the joiner picks name, IPv4 candidate,
+// validity window and serial; the tags come from the invite), so that every
+// anchor endorses exactly the same bytes and the endorsements add up. The
+// signature by SignKey over every other field proves possession of the
+// key the certificate will be issued for.
 type JoinRequest struct {
-	// Invite is the encoded invite token (Invite.Encode).
+	// Invite is the encoded invite token (Invite.Encode); empty for a join
+	// that waits in the anchors' pending queues for operator approval.
 	Invite string
+	// Network is the ID of the network joined.
+	Network addr.NetworkID
 	// SignKey is the joining node's Ed25519 public key.
 	SignKey ed25519.PublicKey
 	// WGKey is the joining node's Curve25519 public key.
 	WGKey [32]byte
-	// Name is the requested node name; empty means the invite's bound name,
-	// or a name derived from the NodeID if the invite has none.
+	// Name is the proposed node name.
 	Name string
+	// IPv4 is the proposed overlay address, ProposeIPv4(prefix, NodeID,
+	// attempt); on ReasonAddressTaken the node retries with attempt+1.
+	IPv4 netip.Addr
+	// Tags are the proposed tags: exactly the invite's tags.
+	Tags []string
+	// NotBefore and NotAfter are the proposed validity window.
+	NotBefore, NotAfter time.Time
+	// Serial is the proposed certificate serial (>= 1).
+	Serial uint64
 	// Time is when the request was made; anchors refuse requests more than
 	// JoinRequestSkew away from their clock.
 	Time time.Time
@@ -32,9 +48,78 @@ type JoinRequest struct {
 // anchor's clock.
 const JoinRequestSkew = 10 * time.Minute
 
-// NewJoinRequest builds and signs a join request for id.
+// JoinSpec says what a JoinRequest proposes.
+type JoinSpec struct {
+	// Invite is the invite token; empty for a join awaiting approval.
+	Invite string
+	// Genesis is the network joined; required when Invite is empty,
+	// ignored otherwise (the invite's genesis is used).
+	Genesis *Genesis
+	// Name is the node name; empty means the invite's bound name, else
+	// "node-<short id>".
+	Name string
+	// Tags are proposed for joins without invite (the operators see them
+	// before approving); with an invite, the invite's tags are used.
+	Tags []string
+	// Attempt selects the IPv4 candidate (ProposeIPv4).
+	Attempt int
+	// Validity is the certificate lifetime; zero means
+	// DefaultCertValidity.
+	Validity time.Duration
+}
+
+// NewJoinRequest builds and signs a join request for id with an invite
+// token, proposing name and the first IPv4 candidate (see
+// NewJoinRequestSpec).
 func NewJoinRequest(invite string, id *Identity, name string, now time.Time) (*JoinRequest, error) {
-	r := &JoinRequest{Invite: invite, SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: name, Time: now.UTC()}
+	return NewJoinRequestSpec(id, JoinSpec{Invite: invite, Name: name}, now)
+}
+
+// NewJoinRequestSpec builds and signs the join request described by spec
+// at time now: validity from now-CertBackdate, serial 1.
+func NewJoinRequestSpec(id *Identity, spec JoinSpec, now time.Time) (*JoinRequest, error) {
+	g := spec.Genesis
+	tags := spec.Tags
+	name := spec.Name
+	if spec.Invite != "" {
+		inv, err := ParseInvite(spec.Invite)
+		if err != nil {
+			return nil, err
+		}
+		g, tags = inv.Genesis, inv.Tags
+		if name == "" {
+			name = inv.Name
+		}
+	}
+	if g == nil {
+		return nil, errors.New("join request: a join without invite needs the network's genesis")
+	}
+	if name == "" {
+		name = "node-" + id.NodeID().Short()
+	}
+	ip, err := ProposeIPv4(g.IPv4Prefix, id.NodeID(), spec.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	validity := spec.Validity
+	if validity <= 0 {
+		validity = DefaultCertValidity
+	}
+	now = now.UTC()
+	r := &JoinRequest{
+		Invite:    spec.Invite,
+		Network:   g.ID(),
+		Name:      name,
+		IPv4:      ip,
+		Tags:      append([]string(nil), tags...),
+		NotBefore: now.Add(-CertBackdate).Truncate(time.Second),
+		NotAfter:  now.Add(validity).Truncate(time.Second),
+		Serial:    1,
+		Time:      now,
+	}
+	if len(r.Tags) == 0 {
+		r.Tags = nil
+	}
 	if err := r.Sign(id); err != nil {
 		return nil, err
 	}
@@ -44,13 +129,41 @@ func NewJoinRequest(invite string, id *Identity, name string, now time.Time) (*J
 // NodeID returns the NodeID of SignKey.
 func (r *JoinRequest) NodeID() addr.NodeID { return addr.NodeIDFromKey(r.SignKey) }
 
+// Certificate returns the proposed certificate body, without
+// endorsements; the joining node adds the anchors' endorsements to it
+// (Certificate.AddEndorsement).
+func (r *JoinRequest) Certificate() *Certificate {
+	c := &Certificate{
+		Network:   r.Network,
+		NodeID:    r.NodeID(),
+		SignKey:   append(ed25519.PublicKey(nil), r.SignKey...),
+		WGKey:     r.WGKey,
+		Name:      r.Name,
+		IPv4:      r.IPv4,
+		Tags:      append([]string(nil), r.Tags...),
+		NotBefore: r.NotBefore,
+		NotAfter:  r.NotAfter,
+		Serial:    r.Serial,
+	}
+	if len(c.Tags) == 0 {
+		c.Tags = nil
+	}
+	return c
+}
+
 func (r *JoinRequest) encodeBody(e *encoder) {
 	e.u8(tagJoinRequest)
 	e.u8(wireVersion)
 	e.str(r.Invite)
+	e.raw(r.Network[:])
 	e.bytes(r.SignKey)
 	e.raw(r.WGKey[:])
 	e.str(r.Name)
+	e.addr(r.IPv4)
+	e.strs(r.Tags)
+	e.time(r.NotBefore)
+	e.time(r.NotAfter)
+	e.u64(r.Serial)
 	e.time(r.Time)
 }
 
@@ -109,9 +222,15 @@ func UnmarshalJoinRequest(b []byte) (*JoinRequest, error) {
 	r := new(JoinRequest)
 	d.header(tagJoinRequest, "join request")
 	r.Invite = d.str("invite", maxInviteToken)
+	copy(r.Network[:], d.take(32))
 	r.SignKey = d.bytes("signing key", ed25519.PublicKeySize)
 	d.array32(&r.WGKey)
 	r.Name = d.str("name", maxString)
+	r.IPv4 = d.addr()
+	r.Tags = d.strs("tags", MaxTags)
+	r.NotBefore = d.time()
+	r.NotAfter = d.time()
+	r.Serial = d.u64()
 	r.Time = d.time()
 	r.Sig = d.bytes("signature", ed25519.SignatureSize)
 	if err := d.finish("join request"); err != nil {

@@ -23,6 +23,10 @@ type NodeRecord struct {
 	// Endpoints are UDP addresses the node may be reached at, at most
 	// MaxEndpoints.
 	Endpoints []netip.AddrPort
+	// WGKey is the node's current WireGuard public key, signed by its
+	// Ed25519 identity so the node can rotate it without new endorsements
+	// (Identity.RotateWG). Zero means Cert.WGKey.
+	WGKey [32]byte
 	// Sig is the signature by Cert.SignKey over the fields above.
 	Sig []byte
 }
@@ -41,6 +45,16 @@ func (r *NodeRecord) encodeBody(e *encoder) {
 	for _, ap := range r.Endpoints {
 		e.addrPort(ap)
 	}
+	e.raw(r.WGKey[:])
+}
+
+// WireGuardKey returns the key peers must use for the node: WGKey, or
+// Cert.WGKey when WGKey is zero.
+func (r *NodeRecord) WireGuardKey() [32]byte {
+	if r.WGKey != ([32]byte{}) || r.Cert == nil {
+		return r.WGKey
+	}
+	return r.Cert.WGKey
 }
 
 func (r *NodeRecord) signedBody() []byte {
@@ -61,16 +75,19 @@ func (r *NodeRecord) Sign(id *Identity) error {
 	return nil
 }
 
-// Verify checks the record at time now: its certificate verifies against
-// g, it is signed by the certificate's key, it has not expired, and it does
-// not outlive its certificate. Failures are *RejectError.
+// Verify checks the record at time now against the genesis anchor set of
+// g; it is NewView(g).VerifyRecord(r, now). Members verify against their
+// View, which also refuses records of revoked nodes.
 func (r *NodeRecord) Verify(g *Genesis, now time.Time) error {
-	if r.Cert == nil {
-		return reject(ReasonMalformed, "malformed node record: no certificate")
+	if g == nil {
+		return reject(ReasonInvalid, "node record: no genesis to verify against")
 	}
-	if err := r.Cert.Verify(g, now); err != nil {
-		return err
-	}
+	return NewView(g).VerifyRecord(r, now)
+}
+
+// checkSelf checks the record's own signature and times; the certificate
+// was verified by the caller.
+func (r *NodeRecord) checkSelf(now time.Time) error {
 	name := fmt.Sprintf("%s (%s)", r.Cert.Name, r.Cert.NodeID.Short())
 	if len(r.Sig) != ed25519.SignatureSize || !ed25519.Verify(r.Cert.SignKey, signedMessage(ctxNodeRecord, r.signedBody()), r.Sig) {
 		return reject(ReasonBadSignature, "node record of %s is not signed by the node's key; it was altered or forged — drop it", name)
@@ -155,6 +172,7 @@ func UnmarshalNodeRecord(b []byte) (*NodeRecord, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		r.Endpoints = append(r.Endpoints, d.addrPort())
 	}
+	d.array32(&r.WGKey)
 	r.Sig = d.bytes("signature", ed25519.SignatureSize)
 	if err := d.finish("node record"); err != nil {
 		return nil, err

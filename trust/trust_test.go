@@ -134,7 +134,7 @@ func TestGenesis(t *testing.T) {
 		t.Fatalf("mode %v", fi.Mode())
 	}
 
-	pub := tn.anchors[0].SignPublic()
+	first := g.Anchors[0]
 	bad := []struct {
 		name string
 		mod  func(g *Genesis)
@@ -143,15 +143,21 @@ func TestGenesis(t *testing.T) {
 		{"bad domain", func(g *Genesis) { g.Domain = "x..y" }},
 		{"v6 prefix", func(g *Genesis) { g.IPv4Prefix = netip.MustParsePrefix("fd00::/48") }},
 		{"no anchors", func(g *Genesis) { g.Anchors = nil; g.Threshold = 1 }},
-		{"dup anchor", func(g *Genesis) { g.Anchors = append(g.Anchors, pub) }},
-		{"short key", func(g *Genesis) { g.Anchors[1] = pub[:31] }},
+		{"dup anchor", func(g *Genesis) { g.Anchors = append(g.Anchors, first) }},
+		{"short key", func(g *Genesis) { g.Anchors[1].SignKey = first.SignKey[:31] }},
+		{"dup name", func(g *Genesis) { g.Anchors[1].Name = first.Name }},
+		{"dup ipv4", func(g *Genesis) { g.Anchors[1].IPv4 = first.IPv4 }},
+		{"ipv4 outside", func(g *Genesis) { g.Anchors[1].IPv4 = netip.MustParseAddr("10.0.0.1") }},
+		{"no wg key", func(g *Genesis) { g.Anchors[1].WGKey = [32]byte{} }},
+		{"bad anchor name", func(g *Genesis) { g.Anchors[1].Name = "A B" }},
 		{"threshold 0", func(g *Genesis) { g.Threshold = 0 }},
+		{"threshold n/2", func(g *Genesis) { g.Threshold = 2 }},
 		{"threshold > n", func(g *Genesis) { g.Threshold = 5 }},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			c := *g
-			c.Anchors = append([]ed25519.PublicKey(nil), g.Anchors...)
+			c.Anchors = cloneAnchors(g.Anchors)
 			tt.mod(&c)
 			wantReason(t, c.Check(), ReasonInvalid)
 			if _, err := UnmarshalGenesis(c.Marshal()); err == nil {
@@ -193,7 +199,7 @@ func TestCertificateVerify(t *testing.T) {
 		{name: "forged by stranger", after: func(c *Certificate) {
 			c.Endorsements = nil
 			c.Endorse(stranger.Sign)
-		}, reason: ReasonNotAnchor, substr: "not an anchor"},
+		}, reason: ReasonNotAnchor, substr: "not a current"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -425,7 +431,7 @@ func TestInvite(t *testing.T) {
 			i.Endorsements = nil
 			i.Endorse(tn.anchors[0].Sign)
 			return i.Encode()
-		}, t0, ReasonInvalid, "not an anchor"},
+		}, t0, ReasonInvalid, "not a current"},
 		{"endorsed by non-anchor", func() string {
 			i := mk()
 			i.Endorsements = nil
@@ -446,7 +452,8 @@ func TestInvite(t *testing.T) {
 
 func TestJoinRequest(t *testing.T) {
 	node := newTestIdentity(t, 1)
-	r, err := NewJoinRequest("weft1-abc", node, "web-1", t0)
+	tn := newTestNet(t, 1, 0, "")
+	r, err := NewJoinRequestSpec(node, JoinSpec{Genesis: tn.g, Name: "web-1"}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package trust
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -26,6 +28,12 @@ const (
 	tagJoinResp    = 'P'
 	tagNodeRecord  = 'R'
 	tagIdentity    = 'K'
+	tagDescriptor  = 'D'
+	tagChange      = 'A'
+	tagRevocation  = 'X'
+	tagPolicy      = 'Y'
+	tagRenew       = 'N'
+	tagView        = 'V'
 )
 
 // Bounds enforced by decoders.
@@ -38,12 +46,20 @@ const (
 	MaxEndpoints = 32
 	// MaxBootstrap bounds the bootstrap addresses of an invite.
 	MaxBootstrap = 16
+	// MaxAnchorEndpoints bounds the endpoints of one anchor in a genesis,
+	// descriptor or anchor-set change.
+	MaxAnchorEndpoints = 8
+	// MaxRules bounds the rules of a policy.
+	MaxRules = 256
+	// MaxInviteChain bounds the anchor-set changes embedded in an invite.
+	MaxInviteChain = 16
 
 	maxString   = 253  // names, domains, tags
 	maxBytes    = 128  // keys and signatures
 	maxErrorLen = 1024 // JoinResponse.Error
 	maxCertLen  = 64 << 10
-	maxInvite   = 16 << 10 // encoded invite bytes inside a join request
+	maxInvite   = 64 << 10 // encoded invite bytes (also inside a join request)
+	maxStmt     = 64 << 10 // encoded change, revocation, policy, descriptor, genesis
 )
 
 type encoder struct{ b []byte }
@@ -273,4 +289,48 @@ func (d *decoder) finish(what string) error {
 		return reject(ReasonMalformed, "malformed %s: %v", what, d.err)
 	}
 	return nil
+}
+
+// encodeToken returns prefix followed by the unpadded base64url of b.
+func encodeToken(prefix string, b []byte) string {
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeToken strips white space and prefix and decodes the base64url
+// payload of a token. what names the object and hint says where a valid
+// token comes from, for messages.
+func decodeToken(s, prefix, what, hint string, max int) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > len(prefix)+(max*4+2)/3 {
+		return nil, reject(ReasonMalformed, "malformed %s: token is %d characters, longer than any valid one; copy the token exactly as printed by %s", what, len(s), hint)
+	}
+	if !strings.HasPrefix(s, prefix) {
+		return nil, reject(ReasonMalformed, "malformed %s: a weft %s token starts with %q; copy the whole token as printed by %s", what, what, prefix, hint)
+	}
+	// encoding/base64 skips line breaks even in Strict mode; a token is
+	// one line, so that every token has exactly one spelling.
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, reject(ReasonMalformed, "malformed %s: the token contains a line break; join the lines and copy it as one line, as printed by %s", what, hint)
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(prefix):])
+	if err != nil {
+		return nil, reject(ReasonMalformed, "malformed %s: %v; the token may be truncated or mangled, copy it again exactly as printed by %s", what, err, hint)
+	}
+	return b, nil
+}
+
+func (e *encoder) strs(list []string) {
+	e.uvarint(uint64(len(list)))
+	for _, s := range list {
+		e.str(s)
+	}
+}
+
+func (d *decoder) strs(what string, maxCount int) []string {
+	n := d.length(what, maxCount)
+	var out []string
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, d.str(what, maxString))
+	}
+	return out
 }

@@ -360,13 +360,13 @@ func TestJoinRejections(t *testing.T) {
 
 	t.Run("garbled", func(t *testing.T) {
 		for _, tc := range []struct{ name, token, want string }{
-			{"not a token", "hello", `a weft invite starts with "weft1-"`},
-			{"empty", "", `a weft invite starts with "weft1-"`},
+			{"not a token", "hello", `a weft invite token starts with "weft1-"`},
+			{"empty", "", `a weft invite token starts with "weft1-"`},
 			{"prefix only", "weft1-", "malformed invite"},
 			{"bad base64", "weft1-!!!!", "malformed invite"},
 			{"truncated", tok[:len(tok)/2], "malformed invite"},
 			{"trailing garbage", tok + "AAAA", "malformed invite"},
-			{"wrong version", "weft9" + tok[5:], `a weft invite starts with "weft1-"`},
+			{"wrong version", "weft9" + tok[5:], `a weft invite token starts with "weft1-"`},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				s := state("garbled-" + strings.ReplaceAll(tc.name, " ", "-"))
