@@ -31,7 +31,7 @@ func (n *Node) handleConnect(ctx context.Context, from nat.Peer, body []byte) ([
 		n.logger.Warn("refused connect", "from", from.Addr, "reason", err)
 		return nil, fmt.Errorf("connect refused: %w", err)
 	}
-	if rec.Cert.WGKey != from.Key {
+	if rec.WireGuardKey() != from.Key {
 		n.logger.Warn("refused connect: record key differs from sender key", "from", from.Addr, "name", rec.Cert.Name)
 		return nil, errors.New("connect refused: the record's WireGuard key is not the sender's key")
 	}
@@ -63,7 +63,7 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 		keepalive = 0 // tunnel.DefaultKeepalive
 	}
 	err := n.tun.SetPeer(tunnel.Peer{
-		PublicKey: tunnel.Key(c.WGKey),
+		PublicKey: tunnel.Key(rec.WireGuardKey()),
 		Endpoint:  ep,
 		Keepalive: keepalive,
 		AllowedIPs: []netip.Prefix{
@@ -76,9 +76,9 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if old, ok := n.peers[c.NodeID]; ok && old.rec.Cert.WGKey != c.WGKey {
-		// The peer changed keys: drop the old WireGuard peer.
-		_ = n.tun.RemovePeer(tunnel.Key(old.rec.Cert.WGKey))
+	if old, ok := n.peers[c.NodeID]; ok && old.rec.WireGuardKey() != rec.WireGuardKey() {
+		// The peer rotated its key: drop the old WireGuard peer.
+		_ = n.tun.RemovePeer(tunnel.Key(old.rec.WireGuardKey()))
 	}
 	act := &activity{}
 	if old, ok := n.peers[c.NodeID]; ok {
@@ -124,7 +124,7 @@ func (n *Node) reapIdle() {
 	}
 	n.mu.Unlock()
 	for _, p := range gone {
-		_ = n.tun.RemovePeer(tunnel.Key(p.rec.Cert.WGKey))
+		_ = n.tun.RemovePeer(tunnel.Key(p.rec.WireGuardKey()))
 		n.logger.Info("removed idle peer", "name", p.rec.Cert.Name, "idle_for", idle)
 	}
 }
@@ -240,7 +240,7 @@ func (n *Node) connectExchange(ctx context.Context, rec *trust.NodeRecord) error
 	ch := make(chan result, len(rec.Endpoints))
 	for _, ep := range rec.Endpoints {
 		go func() {
-			body, err := n.conn.Call(ctx, nat.Peer{Addr: ep, Key: rec.Cert.WGKey}, nat.MsgConnect, own)
+			body, err := n.conn.Call(ctx, nat.Peer{Addr: ep, Key: rec.WireGuardKey()}, nat.MsgConnect, own)
 			if err != nil {
 				ch <- result{ep: ep, err: err}
 				return
@@ -359,7 +359,7 @@ func (n *Node) Status() (Status, error) {
 		c := p.rec.Cert
 		ps := PeerStatus{Name: c.Name, NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(),
 			Endpoint: p.endpoint, Path: "direct", Reason: p.reason}
-		if s, ok := byKey[c.WGKey]; ok {
+		if s, ok := byKey[p.rec.WireGuardKey()]; ok {
 			if s.Endpoint.IsValid() {
 				ps.Endpoint = s.Endpoint
 			}

@@ -56,7 +56,7 @@ func (n *Node) verifyRecord(b []byte, now time.Time) (*trust.NodeRecord, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := rec.Verify(n.genesis, now); err != nil {
+	if err := n.view.VerifyRecord(rec, now); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -79,6 +79,7 @@ func (n *Node) signRecordLocked() error {
 		Seq:       seq,
 		Expires:   now.Add(n.cfg.RecordTTL),
 		Endpoints: append([]netip.AddrPort(nil), n.endpoints...),
+		WGKey:     n.id.WGPublic(),
 	}
 	if err := rec.Sign(n.id); err != nil {
 		return fmt.Errorf("sign node record: %w", err)
@@ -156,6 +157,9 @@ func (n *Node) maintain() {
 		now := n.now()
 		n.reapIdle()
 		if now.Sub(lastSave) >= saveInterval {
+			rctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
+			n.maybeRenew(rctx)
+			cancel()
 			n.savePeers()
 			lastSave = now
 		}
@@ -228,8 +232,9 @@ func (n *Node) resolveBootstrap(ctx context.Context) []dht.Peer {
 	}
 	n.mu.Unlock()
 	type res struct {
-		a netip.AddrPort
-		p dht.Peer
+		a  netip.AddrPort
+		p  dht.Peer
+		id addr.NodeID
 	}
 	ch := make(chan res, len(todo))
 	for _, a := range todo {
@@ -246,12 +251,12 @@ func (n *Node) resolveBootstrap(ctx context.Context) []dht.Peer {
 				ch <- res{}
 				return
 			}
-			if rec.Cert.WGKey != from.Key && from.Key != ([32]byte{}) {
+			if rec.WireGuardKey() != from.Key && from.Key != ([32]byte{}) {
 				n.logger.Warn("bootstrap record key does not match its sender", "addr", a)
 				ch <- res{}
 				return
 			}
-			ch <- res{a, dht.Peer{Addr: a, Key: rec.Cert.WGKey}}
+			ch <- res{a, dht.Peer{Addr: a, Key: rec.WireGuardKey()}, rec.Cert.NodeID}
 			// Remember it: a bootstrap is also a peer worth knowing.
 			n.storeRecord(rec, body)
 		}()
@@ -261,6 +266,7 @@ func (n *Node) resolveBootstrap(ctx context.Context) []dht.Peer {
 		if r.a.IsValid() {
 			n.mu.Lock()
 			n.bootPeers[r.a] = r.p
+			n.bootIDs[r.a] = r.id
 			n.mu.Unlock()
 		}
 	}
@@ -288,6 +294,7 @@ func (n *Node) publish(ctx context.Context) {
 	if len(servers) == 0 {
 		return
 	}
+	n.syncTrust(ctx, servers)
 	raw := n.ownRecord()
 	for _, k := range recordKeys(n.cert) {
 		if err := n.client.Put(ctx, servers, k, raw); err != nil {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/weft-net/weft/addr"
@@ -22,6 +22,18 @@ type InitOptions struct {
 	Name       string // the host name, made a valid label, else "anchor"
 	Domain     string // addr.DefaultDomain
 	IPv4Prefix string // addr.DefaultIPv4Prefix
+	// Anchors, if set, are the anchor descriptors (`weft keygen` output,
+	// one per anchor, each made on its anchor's own machine) of a
+	// multi-anchor network; the genesis lists exactly them, and Name is
+	// ignored. If this state directory's identity is one of them, the
+	// directory becomes that anchor's; otherwise only the genesis token is
+	// produced, to hand to the anchors (`weft init --genesis TOKEN`).
+	Anchors []string
+	// Threshold is t for a multi-anchor network; zero means floor(2n/3)+1.
+	Threshold int
+	// Endpoints are this anchor's advertised addresses, written into the
+	// genesis so that joining nodes can reach it.
+	Endpoints []netip.AddrPort
 }
 
 // Membership describes the membership a state directory holds.
@@ -35,6 +47,9 @@ type Membership struct {
 	IPv4      netip.Addr     `json:"ipv4"`
 	IPv6      netip.Addr     `json:"ipv6"`
 	Anchor    bool           `json:"anchor"`
+	// Genesis is the genesis token, for the other anchors of a new
+	// multi-anchor network and for joins that wait for approval.
+	Genesis string `json:"genesis,omitempty"`
 }
 
 // Init creates a one-anchor network whose anchor is this node, in a state
@@ -76,11 +91,87 @@ func Init(opts InitOptions) (Membership, error) {
 	if err != nil {
 		return Membership{}, err
 	}
-	g, err := trust.NewGenesis(opts.Network, opts.Domain, prefix,
-		[]trust.AnchorInfo{{SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: opts.Name}}, 1)
+	var g *trust.Genesis
+	if len(opts.Anchors) > 0 {
+		descs := make([]*trust.AnchorDescriptor, 0, len(opts.Anchors))
+		for _, tok := range opts.Anchors {
+			d, err := trust.ParseAnchorDescriptor(strings.TrimSpace(tok))
+			if err != nil {
+				return Membership{}, fmt.Errorf("--anchors: %w", err)
+			}
+			descs = append(descs, d)
+		}
+		g, err = trust.NewGenesisFromDescriptors(opts.Network, opts.Domain, prefix, descs, opts.Threshold, time.Now())
+		if err != nil {
+			return Membership{}, fmt.Errorf("create genesis: %w", err)
+		}
+		if _, ok := g.IsAnchor(id.SignPublic()); !ok {
+			// Assembled for others: nothing to keep here but the token.
+			return Membership{Network: g.Name, NetworkID: g.ID(), Domain: g.Domain, Genesis: g.Encode()}, nil
+		}
+		return installAnchor(dir, g, id)
+	}
+	g, err = trust.NewGenesis(opts.Network, opts.Domain, prefix,
+		[]trust.AnchorInfo{{SignKey: id.SignPublic(), WGKey: id.WGPublic(), Name: opts.Name, Endpoints: opts.Endpoints}}, 1)
 	if err != nil {
 		return Membership{}, fmt.Errorf("create genesis: %w", err)
 	}
+	return installAnchor(dir, g, id)
+}
+
+// InitFromGenesis makes the state directory one of the anchors of the
+// network a genesis token describes (the other anchors of a multi-anchor
+// network run this with the token `weft init --anchors ...` printed).
+func InitFromGenesis(dir, token string) (Membership, error) {
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	if HasMembership(dir) {
+		return Membership{}, fmt.Errorf("%s already holds a network membership; use another --state directory or remove it first", dir)
+	}
+	g, err := trust.ParseGenesisToken(strings.TrimSpace(token))
+	if err != nil {
+		return Membership{}, err
+	}
+	id, err := trust.LoadIdentity(dir)
+	if err != nil {
+		return Membership{}, fmt.Errorf("no identity in %s: run `weft keygen --state %s` first, on this machine: %w", dir, dir, err)
+	}
+	if _, ok := g.IsAnchor(id.SignPublic()); !ok {
+		return Membership{}, fmt.Errorf("this node (%s) is not an anchor of network %q: members join with an invite (`weft join TOKEN`)", id.NodeID().Short(), g.Name)
+	}
+	return installAnchor(dir, g, id)
+}
+
+// Keygen creates (or reuses) the identity in dir and returns its anchor
+// descriptor token, for assembling a multi-anchor genesis. The private keys
+// never leave dir.
+func Keygen(dir, name string, endpoints []netip.AddrPort) (string, error) {
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	if name == "" {
+		name = defaultName("anchor")
+	}
+	if err := addr.CheckName(name); err != nil {
+		return "", fmt.Errorf("--name: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create state directory: %w", err)
+	}
+	id, err := loadOrCreateIdentity(dir)
+	if err != nil {
+		return "", err
+	}
+	d, err := trust.NewAnchorDescriptor(id, name, endpoints)
+	if err != nil {
+		return "", err
+	}
+	return d.Encode(), nil
+}
+
+// installAnchor writes an anchor's genesis, view and derived certificate.
+func installAnchor(dir string, g *trust.Genesis, id *trust.Identity) (Membership, error) {
 	if err := trust.SaveGenesis(dir, g); err != nil {
 		return Membership{}, err
 	}
@@ -89,14 +180,16 @@ func Init(opts InitOptions) (Membership, error) {
 		return Membership{}, err
 	}
 	defer a.Close()
-	cert, err := a.AdmitSelf(opts.Name, time.Now())
+	cert, err := a.AdmitSelf("", time.Now())
 	if err != nil {
 		return Membership{}, fmt.Errorf("issue anchor certificate: %w", err)
 	}
 	if err := trust.SaveCertificate(dir, cert); err != nil {
 		return Membership{}, err
 	}
-	return membership(dir, g, cert, true), nil
+	m := membership(dir, g, cert, true)
+	m.Genesis = g.Encode()
+	return m, nil
 }
 
 func membership(dir string, g *trust.Genesis, c *trust.Certificate, anchor bool) Membership {
@@ -207,6 +300,9 @@ type InviteOptions struct {
 	TTL time.Duration
 	// Uses is how many nodes may join with it; zero means 1.
 	Uses int
+	// Tags go into the certificates of nodes joining with it (policy
+	// rules match on them).
+	Tags []string
 }
 
 // Invite creates an invite token on an anchor node, naming this node's
@@ -272,150 +368,41 @@ func makeInvite(a *trust.Anchor, opts InviteOptions, bootstrap []netip.AddrPort)
 			return "", fmt.Errorf("--name: %w", err)
 		}
 	}
-	inv, err := a.NewInvite(opts.Name, opts.TTL, opts.Uses, bootstrap)
+	inv, err := a.IssueInvite(trust.InviteSpec{Name: opts.Name, Tags: opts.Tags, TTL: opts.TTL, Uses: opts.Uses, Bootstrap: bootstrap})
 	if err != nil {
 		return "", err
 	}
 	return inv.Encode(), nil
 }
 
-// handleJoin admits a node presenting an invite (anchors only).
+// handleJoin answers a join request (anchors only): this anchor's
+// endorsement of exactly the certificate body the joiner proposed, or the
+// typed reason it refuses (address taken: try the next candidate; pending
+// approval: an operator must run `weft trust approve`).
 func (n *Node) handleJoin(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
 	req, err := trust.UnmarshalJoinRequest(body)
-	var resp trust.JoinResponse
 	if err == nil && req.WGKey != from.Key {
 		err = errors.New("join request key differs from the key that sealed it")
 	}
+	var resp *trust.JoinResponse
 	if err == nil {
-		var cert *trust.Certificate
-		cert, err = n.anchor.Admit(req, n.now())
+		var e *trust.Endorsement
+		e, err = n.anchor.Endorse(req, n.now())
 		if err == nil {
-			resp.Cert, err = cert.Marshal()
+			c := req.Certificate()
+			c.Endorsements = []trust.Endorsement{*e}
+			resp = trust.NewJoinResponse(c, nil)
 		}
 	}
 	if err != nil {
-		n.countReject(err)
-		n.logger.Warn("join refused", "from", from.Addr, "reason", err)
-		resp = *trust.NewJoinResponse(nil, err)
+		if !errors.Is(err, trust.ErrPendingApproval) {
+			n.countReject(err)
+		}
+		n.logger.Warn("join not endorsed", "from", from.Addr, "reason", err)
+		resp = trust.NewJoinResponse(nil, err)
 	} else {
-		n.logger.Info("admitted node", "from", from.Addr)
+		n.logger.Info("endorsed joining node", "name", req.Name, "node_id", req.NodeID().Short(), "from", from.Addr)
 	}
 	return resp.Marshal()
 }
 
-// JoinOptions configures Join.
-type JoinOptions struct {
-	StateDir string // DefaultStateDir()
-	Token    string
-	// Name is the node name to ask for; empty means the invite's bound name,
-	// else the host name.
-	Name string
-	// Logger; nil means slog.Default().
-	Logger *slog.Logger
-}
-
-// Join presents an invite to the anchor named in it and stores the
-// certificate it returns, with the network's genesis and bootstrap nodes.
-func Join(ctx context.Context, opts JoinOptions) (Membership, error) {
-	dir := opts.StateDir
-	if dir == "" {
-		dir = DefaultStateDir()
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	inv, err := trust.ParseInvite(opts.Token)
-	if err != nil {
-		return Membership{}, err
-	}
-	now := time.Now()
-	if err := inv.Verify(now); err != nil {
-		return Membership{}, err
-	}
-	if g, err := trust.LoadGenesis(dir); err == nil {
-		if g.ID() != inv.Genesis.ID() {
-			return Membership{}, fmt.Errorf("%s already belongs to network %q (%s); this invite is for %q (%s): use another --state directory",
-				dir, g.Name, g.ID().Short(), inv.Genesis.Name, inv.Genesis.ID().Short())
-		}
-		if HasMembership(dir) {
-			return Membership{}, fmt.Errorf("%s is already a member of %q; run `weft up`", dir, g.Name)
-		}
-	}
-	name := opts.Name
-	if name == "" {
-		name = inv.Name
-	}
-	if name == "" {
-		name = defaultName("node")
-	}
-	if err := addr.CheckName(name); err != nil {
-		return Membership{}, fmt.Errorf("--name: %w", err)
-	}
-	if len(inv.Bootstrap) == 0 {
-		return Membership{}, errors.New("the invite names no anchor address; ask the anchor for a new one with `weft invite`")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Membership{}, fmt.Errorf("create state directory: %w", err)
-	}
-	id, err := loadOrCreateIdentity(dir)
-	if err != nil {
-		return Membership{}, err
-	}
-	req, err := trust.NewJoinRequest(opts.Token, id, name, now)
-	if err != nil {
-		return Membership{}, err
-	}
-	body, err := req.Marshal()
-	if err != nil {
-		return Membership{}, err
-	}
-	c, err := nat.Listen(nat.Config{PrivateKey: id.WG, Logger: opts.Logger})
-	if err != nil {
-		return Membership{}, fmt.Errorf("open UDP socket: %w", err)
-	}
-	defer c.Close()
-	var lastErr error
-	for _, ap := range inv.Bootstrap {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		out, err := c.Call(cctx, nat.Peer{Addr: ap, Key: inv.AnchorWGKey}, nat.MsgJoin, body)
-		cancel()
-		if err != nil {
-			lastErr = fmt.Errorf("anchor at %s: %w", ap, err)
-			continue
-		}
-		resp, err := trust.UnmarshalJoinResponse(out)
-		if err != nil {
-			lastErr = fmt.Errorf("anchor at %s sent a bad answer: %w", ap, err)
-			continue
-		}
-		if err := resp.Err(); err != nil {
-			return Membership{}, err
-		}
-		cert, err := trust.UnmarshalCertificate(resp.Cert)
-		if err != nil {
-			return Membership{}, fmt.Errorf("anchor sent a bad certificate: %w", err)
-		}
-		if err := cert.Verify(inv.Genesis, time.Now()); err != nil {
-			return Membership{}, fmt.Errorf("anchor sent a certificate that does not verify: %w", err)
-		}
-		if cert.NodeID != id.NodeID() || cert.WGKey != id.WGPublic() {
-			return Membership{}, errors.New("anchor sent a certificate for another identity")
-		}
-		if err := trust.SaveGenesis(dir, inv.Genesis); err != nil {
-			return Membership{}, err
-		}
-		if err := trust.SaveCertificate(dir, cert); err != nil {
-			return Membership{}, err
-		}
-		st, err := loadNodeState(dir)
-		if err != nil {
-			return Membership{}, err
-		}
-		st.Bootstrap = mergeAddrPorts(st.Bootstrap, inv.Bootstrap...)
-		if err := saveNodeState(dir, st); err != nil {
-			return Membership{}, err
-		}
-		return membership(dir, inv.Genesis, cert, false), nil
-	}
-	return Membership{}, fmt.Errorf("could not reach the anchor named in the invite (is `weft up` running there?): %w", lastErr)
-}

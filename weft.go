@@ -79,6 +79,7 @@ type Node struct {
 
 	id      *trust.Identity
 	genesis *trust.Genesis
+	view    *trust.View // genesis + anchor-set chain + revocations + policy
 	netID   addr.NetworkID
 	cert    *trust.Certificate
 	anchor  *trust.Anchor // nil unless this node is an anchor
@@ -107,7 +108,8 @@ type Node struct {
 	recordRaw  []byte
 	endpoints  []netip.AddrPort
 	bootAddrs  []netip.AddrPort
-	bootPeers  map[netip.AddrPort]dht.Peer // resolved bootstrap nodes
+	bootPeers  map[netip.AddrPort]dht.Peer    // resolved bootstrap nodes
+	bootIDs    map[netip.AddrPort]addr.NodeID // and who they are
 	peers      map[addr.NodeID]*peerState
 	dialing    map[addr.NodeID]chan struct{} // in-flight connects
 	fetched    map[dht.Key]time.Time         // when a key was last looked up remotely
@@ -115,6 +117,7 @@ type Node struct {
 	peersDirty bool                          // peers changed since savePeers
 
 	stateMu    sync.Mutex // serializes read-modify-write of node.json
+	rotateMu   sync.Mutex // one key rotation at a time
 	resumeRecs [][]byte   // peers of the previous run, read at start
 }
 
@@ -153,6 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		logger:    cfg.Logger.With("component", "node"),
 		now:       cfg.Now,
 		bootPeers: make(map[netip.AddrPort]dht.Peer),
+		bootIDs:   make(map[netip.AddrPort]addr.NodeID),
 		peers:     make(map[addr.NodeID]*peerState),
 		dialing:   make(map[addr.NodeID]chan struct{}),
 		fetched:   make(map[dht.Key]time.Time),
@@ -216,19 +220,25 @@ func (n *Node) loadState() error {
 		}
 		return fmt.Errorf("load certificate: %w", err)
 	}
+	view, err := trust.LoadView(dir)
+	if err != nil {
+		return fmt.Errorf("load trust state: %w", err)
+	}
 	now := n.now()
-	if err := cert.Verify(g, now); err != nil {
+	if err := view.VerifyCertificate(cert, now); err != nil {
 		return fmt.Errorf("this node's certificate is not valid: %w", err)
 	}
-	if cert.NodeID != id.NodeID() || cert.WGKey != id.WGPublic() {
+	if cert.NodeID != id.NodeID() {
 		return fmt.Errorf("the certificate in %s belongs to another identity: join again with `weft join TOKEN`", dir)
 	}
-	n.id, n.genesis, n.netID, n.cert = id, g, g.ID(), cert
-	if _, ok := g.IsAnchor(id.SignPublic()); ok {
+	n.id, n.genesis, n.netID, n.cert, n.view = id, g, g.ID(), cert, view
+	if view.IsAnchor(id.SignPublic()) {
 		a, err := trust.OpenAnchor(dir, g, id)
 		if err != nil {
 			return fmt.Errorf("open anchor state: %w", err)
 		}
+		a.View = view
+		a.Logger = n.cfg.Logger
 		n.anchor = a
 	}
 	st, err := loadNodeState(dir)
@@ -283,8 +293,11 @@ func (n *Node) startDataPlane() error {
 	}
 	n.conn.Handle(nat.MsgHello, n.handleHello)
 	n.conn.Handle(nat.MsgConnect, n.handleConnect)
+	n.conn.Handle(msgStatement, n.handleStatement)
+	n.conn.Handle(msgTrustSync, n.handleTrustSync)
 	if n.anchor != nil {
 		n.conn.Handle(nat.MsgJoin, n.handleJoin)
+		n.conn.Handle(msgRenew, n.handleRenew)
 	}
 	n.endpoints = n.cfg.Endpoints
 	if len(n.endpoints) == 0 {

@@ -151,6 +151,15 @@ func (v *View) applyLocked(ch *AnchorChange) error {
 	return nil
 }
 
+// VerifyChange checks that ch would apply as the successor of the current
+// set (quorum of the current anchors, seq and prev), without applying it.
+func (v *View) VerifyChange(ch *AnchorChange) error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, err := v.curLocked().next(ch, v.revokedLocked)
+	return err
+}
+
 // ApplyChain applies the changes of chain in order, skipping those already
 // applied (same Seq and hash), and returns how many were new. It stops at
 // the first change that does not verify.

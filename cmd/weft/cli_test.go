@@ -361,7 +361,7 @@ func TestJoinRejections(t *testing.T) {
 	t.Run("garbled", func(t *testing.T) {
 		for _, tc := range []struct{ name, token, want string }{
 			{"not a token", "hello", `a weft invite token starts with "weft1-"`},
-			{"empty", "", `a weft invite token starts with "weft1-"`},
+			{"empty", "", `join needs an invite token`},
 			{"prefix only", "weft1-", "malformed invite"},
 			{"bad base64", "weft1-!!!!", "malformed invite"},
 			{"truncated", tok[:len(tok)/2], "malformed invite"},
