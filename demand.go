@@ -69,14 +69,22 @@ func (d *demandTUN) setKnown(peers map[netip.Addr]*activity) {
 // Write delivers decrypted packets to the stack, noting the sending peer's
 // activity.
 func (d *demandTUN) Write(bufs [][]byte, offset int) (int, error) {
+	kept := d.n.filter.filterInbound(bufs, offset)
+	defer d.n.filter.release(kept, bufs)
 	known := *d.known.Load()
 	now := time.Now().Unix()
-	for _, b := range bufs {
+	for _, b := range kept {
 		if src, ok := packetSrc(b[offset:]); ok {
 			known[src].touch(now)
 		}
 	}
-	return d.Device.Write(bufs, offset)
+	if len(kept) == 0 {
+		return len(bufs), nil
+	}
+	if _, err := d.Device.Write(kept, offset); err != nil {
+		return 0, err
+	}
+	return len(bufs), nil
 }
 
 func (d *demandTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -85,6 +93,7 @@ func (d *demandTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		known := *d.known.Load()
 		now := time.Now().Unix()
 		for i := 0; i < n; i++ {
+			d.n.filter.noteOutbound(bufs[i][offset:offset+sizes[i]], now)
 			dst, ok := packetDst(bufs[i][offset : offset+sizes[i]])
 			if !ok {
 				continue

@@ -34,6 +34,10 @@ type JoinOptions struct {
 	// Wait is how long to keep asking while approvals are pending; zero
 	// means not at all.
 	Wait time.Duration
+	// Validity is the certificate lifetime to ask for; zero means the
+	// anchors' default (one year). The node renews it automatically in the
+	// last third.
+	Validity time.Duration
 	// Progress, if set, receives one line per step ("2 of 3 endorsements").
 	Progress func(string)
 	// Logger; nil means slog.Default().
@@ -134,7 +138,7 @@ func Join(ctx context.Context, opts JoinOptions) (Membership, error) {
 	deadline := time.Now().Add(opts.Wait)
 	t := view.Set().Threshold
 	for attempt := 0; ; {
-		req, err := trust.NewJoinRequestSpec(id, trust.JoinSpec{Invite: opts.Token, Genesis: g, Name: name, Tags: tags, Attempt: attempt}, time.Now())
+		req, err := trust.NewJoinRequestSpec(id, trust.JoinSpec{Invite: opts.Token, Genesis: g, Name: name, Tags: tags, Attempt: attempt, Validity: opts.Validity}, time.Now())
 		if err != nil {
 			return Membership{}, err
 		}

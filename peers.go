@@ -100,6 +100,7 @@ func (n *Node) updateKnownLocked() {
 		known[p.rec.Cert.IPv6()] = p.act
 	}
 	n.demand.setKnown(known)
+	n.updatePolicyLocked()
 }
 
 // reapIdle removes peers that carried no application traffic for the idle
@@ -298,6 +299,10 @@ type Status struct {
 	// SpoofedDrops counts packets dropped because a peer sent them with a
 	// source address that is not its own.
 	SpoofedDrops uint64 `json:"spoofed_drops"`
+	// Policy is the network policy in force ("allow all" without one).
+	Policy string `json:"policy"`
+	// PolicyDrops counts packets from peers the policy refused.
+	PolicyDrops uint64 `json:"policy_drops"`
 	// Rejections counts refused records, connects and joins by reason
 	// (expired, wrong network, too few endorsements, bad signature, ...).
 	Rejections map[string]uint64 `json:"rejections,omitempty"`
@@ -345,6 +350,10 @@ func (n *Node) Status() (Status, error) {
 	}
 	if n.cfg.TUN != "" {
 		st.Mode = "tun"
+	}
+	st.Policy, st.PolicyDrops = "allow all (no policy)", n.filter.dropped.Load()
+	if p := n.view.Policy(); p != nil {
+		st.Policy = p.String()
 	}
 	if len(n.rejects) > 0 {
 		st.Rejections = make(map[string]uint64, len(n.rejects))

@@ -148,6 +148,7 @@ func (n *Node) maintain() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastSave := n.now()
+	var nextRenew time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -156,10 +157,14 @@ func (n *Node) maintain() {
 		}
 		now := n.now()
 		n.reapIdle()
-		if now.Sub(lastSave) >= saveInterval {
+		if !now.Before(nextRenew) {
 			rctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
-			n.maybeRenew(rctx)
+			if err := n.maybeRenew(rctx); err != nil {
+				nextRenew = now.Add(renewRetry)
+			}
 			cancel()
+		}
+		if now.Sub(lastSave) >= saveInterval {
 			n.savePeers()
 			lastSave = now
 		}

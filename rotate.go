@@ -95,20 +95,25 @@ func (n *Node) RotateKey(ctx context.Context) error {
 // node asks the anchors for a renewed one.
 const renewMargin = 3 // renew in the last third
 
+// renewRetry is how long to wait after a failed renewal.
+const renewRetry = 10 * time.Second
+
 // maybeRenew renews the node's certificate when it enters the last third
 // of its validity, collecting t anchor endorsements.
-func (n *Node) maybeRenew(ctx context.Context) {
+func (n *Node) maybeRenew(ctx context.Context) error {
 	c := n.certificate()
 	if _, ok := n.view.Set().Anchor(c.NodeID); ok {
-		return // anchors hold derived certificates
+		return nil // anchors hold derived certificates
 	}
 	span := c.NotAfter.Sub(c.NotBefore)
 	if n.now().Before(c.NotAfter.Add(-span / renewMargin)) {
-		return
+		return nil
 	}
 	if err := n.renew(ctx, span); err != nil {
 		n.logger.Warn("certificate renewal failed; will retry", "expires", c.NotAfter, "err", err)
+		return err
 	}
+	return nil
 }
 
 func (n *Node) certificate() *trust.Certificate {

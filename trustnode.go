@@ -134,6 +134,9 @@ func (n *Node) applyStatement(s statement) (bool, error) {
 			return false, err
 		}
 		n.saveView()
+		n.mu.Lock()
+		n.updatePolicyLocked()
+		n.mu.Unlock()
 		n.logger.Info("policy in force", "seq", p.Seq, "rules", len(p.Rules))
 		return true, nil
 	}

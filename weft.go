@@ -86,6 +86,7 @@ type Node struct {
 
 	conn   *nat.Conn
 	plane  dataPlane  // userspace stack or kernel TUN
+	filter *filter    // policy on the receive path
 	demand *demandTUN // the plane's device, watched for on-demand peers
 	tun    *tunnel.Tunnel
 	store  *dht.Store
@@ -161,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		dialing:   make(map[addr.NodeID]chan struct{}),
 		fetched:   make(map[dht.Key]time.Time),
 		rejects:   make(map[string]uint64),
+		filter:    newFilter(),
 	}
 	if err := n.loadState(); err != nil {
 		return nil, err
@@ -265,6 +267,9 @@ func (n *Node) startDataPlane() error {
 		return err
 	}
 	n.demand = newDemandTUN(n.plane.Device(), n)
+	n.mu.Lock()
+	n.updatePolicyLocked() // a policy may already be in force from the saved view
+	n.mu.Unlock()
 	n.tun, err = tunnel.New(tunnel.Config{
 		Bind:       n.conn.Bind(),
 		TUN:        n.demand,
