@@ -121,8 +121,10 @@ func Init(opts InitOptions) (Membership, error) {
 
 // InitFromGenesis makes the state directory one of the anchors of the
 // network a genesis token describes (the other anchors of a multi-anchor
-// network run this with the token `weft init --anchors ...` printed).
-func InitFromGenesis(dir, token string) (Membership, error) {
+// network run this with the token `weft init --anchors ...` printed). An
+// anchor added later by anchor-set changes passes those change tokens too,
+// in order; its identity must be an anchor of the resulting set.
+func InitFromGenesis(dir, token string, changes ...string) (Membership, error) {
 	if dir == "" {
 		dir = DefaultStateDir()
 	}
@@ -137,8 +139,23 @@ func InitFromGenesis(dir, token string) (Membership, error) {
 	if err != nil {
 		return Membership{}, fmt.Errorf("no identity in %s: run `weft keygen --state %s` first, on this machine: %w", dir, dir, err)
 	}
-	if _, ok := g.IsAnchor(id.SignPublic()); !ok {
+	view := trust.NewView(g)
+	for i, tok := range changes {
+		ch, err := trust.ParseAnchorChange(strings.TrimSpace(tok))
+		if err != nil {
+			return Membership{}, fmt.Errorf("change %d: %w", i+1, err)
+		}
+		if err := view.ApplyChange(ch); err != nil {
+			return Membership{}, fmt.Errorf("change %d: %w", i+1, err)
+		}
+	}
+	if !view.IsAnchor(id.SignPublic()) {
 		return Membership{}, fmt.Errorf("this node (%s) is not an anchor of network %q: members join with an invite (`weft join TOKEN`)", id.NodeID().Short(), g.Name)
+	}
+	if len(changes) > 0 {
+		if err := trust.SaveView(dir, view); err != nil {
+			return Membership{}, err
+		}
 	}
 	return installAnchor(dir, g, id)
 }
@@ -180,6 +197,9 @@ func installAnchor(dir string, g *trust.Genesis, id *trust.Identity) (Membership
 		return Membership{}, err
 	}
 	defer a.Close()
+	if v, err := trust.LoadView(dir); err == nil {
+		a.View = v // the anchor set after any changes
+	}
 	cert, err := a.AdmitSelf("", time.Now())
 	if err != nil {
 		return Membership{}, fmt.Errorf("issue anchor certificate: %w", err)
