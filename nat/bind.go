@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/ipv6"
 	"golang.zx2c4.com/wireguard/conn"
@@ -72,12 +73,14 @@ type bind struct {
 // bindSession is one Open..Close period of the Bind.
 type bindSession struct {
 	c    *Conn
-	ch   chan *rxBatch // batches from the reader
+	ch   chan *rxBatch // a batch the background reader read as the Bind opened
 	done chan struct{} // closed by Close
 
-	rmu sync.Mutex // guards cur and off; held by the one ReceiveFunc caller
-	cur *rxBatch   // batch being handed out, nil if none
-	off int        // next packet of cur
+	rmu     sync.Mutex  // held by the ReceiveFunc caller; guards the fields below
+	pending [][]byte    // WireGuard packets read but not yet handed out
+	pendEPs []*Endpoint // their endpoints
+	pendRx  *rxBatch    // the batch backing pending, if any; pooled once it is drained
+	spill   spill       // backs pending after a direct read that overflowed
 }
 
 // Open starts delivering WireGuard packets. port must be 0 or the socket's
@@ -98,10 +101,11 @@ func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	s := &bindSession{
 		c:    b.c,
-		ch:   make(chan *rxBatch, bindQueueLen),
+		ch:   make(chan *rxBatch, 1),
 		done: make(chan struct{}),
 	}
 	b.session.Store(s)
+	b.c.kick() // the background reader hands the socket over
 	return []conn.ReceiveFunc{s.receive}, local, nil
 }
 
@@ -116,15 +120,14 @@ func (b *bind) Close() error {
 		return nil
 	}
 	close(s.done)
-	for {
-		select {
-		case x := <-s.ch:
-			b.c.stats.wgDropped.Add(uint64(x.n))
-			b.c.putRx(x)
-		default:
-			return nil
-		}
+	b.c.kick() // a ReceiveFunc blocked reading returns; the background reader takes over
+	select {
+	case x := <-s.ch:
+		b.c.stats.wgDropped.Add(uint64(x.n))
+		b.c.putRx(x)
+	default:
 	}
+	return nil
 }
 
 // SetMark sets SO_MARK (where supported) on the shared socket, so it applies
@@ -171,37 +174,109 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return nil
 }
 
-// receive is the Bind's only ReceiveFunc. It copies packets out of the
-// reader's batches into WireGuard's buffers.
+// receive is the Bind's only ReceiveFunc. While the Bind is open it is
+// the socket's reader: see receive.go.
 func (s *bindSession) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	select {
-	case <-s.done:
-		return 0, net.ErrClosed
-	default:
-	}
-	if s.cur == nil {
+	c := s.c
+	for {
+		select {
+		case <-s.done:
+			s.releasePendingLocked()
+			return 0, net.ErrClosed
+		default:
+		}
+		if len(s.pending) > 0 {
+			return s.handOutLocked(bufs, sizes, eps), nil
+		}
+		st := c.takeRx(s.done)
+		if st == nil {
+			continue // closed
+		}
 		select {
 		case b := <-s.ch:
-			s.cur, s.off = b, 0
+			c.rx <- st
+			s.pending, s.pendEPs, s.pendRx = b.pkts[:b.n], b.eps[:b.n], b
+			continue
+		default:
+		}
+		var n int
+		var err error
+		if c.canReadDirect(bufs) {
+			n, err = c.readDirect(st, bufs, sizes, eps, &s.spill)
+			if len(s.spill.pkts) > 0 {
+				s.pending, s.pendEPs = s.spill.pkts, s.spill.eps
+			}
+		} else {
+			// Buffers too small to read into: read into a batch of our
+			// own and copy out.
+			b := c.getRx()
+			if err = c.readBatch(st, b); err == nil && b.n > 0 {
+				s.pending, s.pendEPs, s.pendRx = b.pkts[:b.n], b.eps[:b.n], b
+			} else {
+				c.putRx(b)
+			}
+		}
+		pause := false
+		if err != nil {
+			pause = c.readFailed(st, err)
+		}
+		c.rx <- st
+		if err != nil {
+			if c.socketClosed(err) {
+				return 0, net.ErrClosed
+			}
+			if pause {
+				select {
+				case <-time.After(readErrorPause):
+				case <-s.done:
+				}
+			}
+			continue // after a kick: Close, or a stale one
+		}
+		select {
 		case <-s.done:
+			// Close ran during the read: drop, as the background reader
+			// would have.
+			c.stats.wgDropped.Add(uint64(n))
+			s.releasePendingLocked()
 			return 0, net.ErrClosed
+		default:
+		}
+		if n > 0 {
+			c.stats.wgIn.Add(uint64(n))
+			return n, nil
 		}
 	}
-	b := s.cur
+}
+
+// handOutLocked copies pending packets into bufs.
+func (s *bindSession) handOutLocked(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
 	n := 0
-	for n < len(bufs) && s.off < b.n {
-		sizes[n] = copy(bufs[n], b.pkts[s.off])
-		eps[n] = b.eps[s.off]
+	for n < len(bufs) && n < len(s.pending) {
+		sizes[n] = copy(bufs[n], s.pending[n])
+		eps[n] = s.pendEPs[n]
 		n++
-		s.off++
 	}
-	if s.off >= b.n {
-		s.cur = nil
-		s.c.putRx(b)
+	s.pending, s.pendEPs = s.pending[n:], s.pendEPs[n:]
+	s.c.stats.wgIn.Add(uint64(n))
+	if len(s.pending) == 0 {
+		s.releasePendingLocked()
 	}
-	return n, nil
+	return n
+}
+
+// releasePendingLocked drops the pending packets (counting them) and frees
+// what backs them.
+func (s *bindSession) releasePendingLocked() {
+	s.c.stats.wgDropped.Add(uint64(len(s.pending)))
+	s.pending, s.pendEPs = nil, nil
+	if s.pendRx != nil {
+		s.c.putRx(s.pendRx)
+		s.pendRx = nil
+	}
+	s.spill.reset()
 }
 
 // txBatch is a pooled sendmmsg message vector.

@@ -2,7 +2,6 @@ package nat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,8 +16,10 @@ import (
 
 // Tunables that are not worth a Config field yet.
 const (
-	// BatchSize is the number of datagrams read or written per system call,
-	// and the Bind's BatchSize. wireguard-go's receive routine keeps one
+	// BatchSize is the number of datagrams read or written per system call
+	// by the background reader, and the Bind's BatchSize (wireguard-go
+	// reads max(BatchSize, its TUN's batch size) per ReceiveFunc call: 128
+	// with a kernel TUN device). wireguard-go's receive routine keeps one
 	// 64 KiB message buffer per batch slot whether or not it is filled, so
 	// this is also a fixed memory cost: 32 slots hold 2 MiB, 64 held 4 MiB.
 	// Halving it from 64 (together with netstack's batch, 128 -> 32) cut
@@ -26,13 +27,20 @@ const (
 	// MB (make bench) with no loss of throughput against bare wireguard-go.
 	BatchSize = 32
 
-	// groReadMsgs is the number of datagrams read per system call when
-	// the socket has UDP GRO. Each needs a groBufSize buffer (a coalesced
-	// datagram holds up to udpSegmentMaxDatagrams segments), so a read
-	// batch pins 512 KiB, and at most four batches are live (the reader's,
-	// bindQueueLen queued, the one being handed out).
+	// groReadMsgs is the number of datagrams read per system call into an
+	// rxBatch when the socket has UDP GRO. Each needs a groBufSize buffer
+	// (a coalesced datagram holds up to udpSegmentMaxDatagrams segments),
+	// so a batch pins 512 KiB. Batches are only used by the background
+	// reader (while the Bind is closed) and by ReceiveFuncs given buffers
+	// too small to read into; an open Bind fed by wireguard-go reads
+	// straight into wireguard-go's buffers.
 	groReadMsgs = 8
 	groBufSize  = 1 << 16
+
+	// directBufSize is the smallest buffer a ReceiveFunc reads datagrams
+	// straight into with GRO: any UDP datagram fits (wireguard-go's
+	// buffers are exactly this size, device.MaxMessageSize).
+	directBufSize = groBufSize - 1
 
 	// sendBatchMsgs is the number of messages per sendmmsg. With GSO a
 	// message carries several packets; wireguard-go hands the Bind up to
@@ -47,7 +55,6 @@ const (
 	controlQueueLen     = 512
 	maxInflightHandlers = 256
 	handlerTimeout      = 10 * time.Second
-	bindQueueLen        = 2    // batches in flight between reader and Bind
 	maxInternedEPs      = 4096 // received endpoints remembered by the reader
 	maxLimiterEntries   = 16384
 	socketBufferSize    = 7 << 20 // as wireguard-go asks for
@@ -124,16 +131,23 @@ type Conn struct {
 	pc    batchConn
 	wpc   batchConn // the sendmmsg side: pc, except in tests that fake kernel refusals
 	local netip.AddrPort
-	priv  [32]byte
-	pub   [32]byte
 	now   func() time.Time
-	keys  *keyCache
-	lim   *limiter
-	stats counters
-	bind  bind
+	// ks is the current key and its shared-key cache; prev the one before
+	// the last SetPrivateKey, still accepted for opening packets so that
+	// calls in flight during a key rotation complete.
+	ks, prev  atomic.Pointer[keySet]
+	cacheSize int
+	lim       *limiter
+	stats     counters
+	bind      bind
 
 	gro bool        // UDP_GRO is on: received datagrams may be coalesced
 	gso atomic.Bool // UDP_SEGMENT is used on send; cleared if the kernel refuses it
+
+	// rx is the read baton: whoever holds the *rxState may read the
+	// socket (the background reader, or a ReceiveFunc while the Bind is
+	// open). See receive.go.
+	rx chan *rxState
 
 	rxPool  sync.Pool // *rxBatch
 	txPool  sync.Pool // *txBatch
@@ -154,7 +168,7 @@ type Conn struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
-	wg        sync.WaitGroup // reader, workers and handlers
+	wg        sync.WaitGroup // background reader, workers and handlers
 }
 
 // Listen opens the node's UDP socket and starts its reader and control
@@ -197,15 +211,15 @@ func Listen(cfg Config) (*Conn, error) {
 		log:      log,
 		udp:      udp,
 		local:    unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort()),
-		priv:     cfg.PrivateKey,
-		pub:      pub,
 		now:      cfg.Now,
 		ctlq:     make(chan ctlPacket, controlQueueLen),
 		inflight: make(chan struct{}, maxInflightHandlers),
 		handlers: make(map[MsgType]Handler),
 		pending:  make(map[uint64]*pendingCall),
 		closing:  make(chan struct{}),
+		rx:       make(chan *rxState, 1),
 	}
+	c.rx <- newRxState()
 	tx, rx, err := enableOffload(udp)
 	if err != nil {
 		log.Debug("probing UDP offloads", "err", err)
@@ -231,7 +245,8 @@ func Listen(cfg Config) (*Conn, error) {
 	if cacheSize <= 0 {
 		cacheSize = 4096
 	}
-	c.keys = newKeyCache(cacheSize)
+	c.cacheSize = cacheSize
+	c.ks.Store(&keySet{priv: cfg.PrivateKey, pub: pub, keys: newKeyCache(cacheSize)})
 	c.lim = newLimiter(rate, burst, maxLimiterEntries)
 	c.bind.c = c
 	c.rxPool.New = func() any { return newRxBatch(c.gro) }
@@ -254,7 +269,7 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // PublicKey returns the Curve25519 public key of Config.PrivateKey, the key
 // peers seal control messages to.
-func (c *Conn) PublicKey() [32]byte { return c.pub }
+func (c *Conn) PublicKey() [32]byte { return c.ks.Load().pub }
 
 // Offloads reports whether the socket uses UDP segmentation offload on send
 // (GSO: several WireGuard packets to one peer in one system call and one
@@ -285,202 +300,6 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	return c.closeErr
-}
-
-// rxBatch is one recvmmsg worth of datagrams. After the reader has sorted
-// it, the first n entries of pkts and eps are WireGuard packets: slices of
-// bufs, several per buffer when a datagram arrived GRO-coalesced.
-type rxBatch struct {
-	msgs []ipv6.Message
-	bufs [][]byte // one per message; see newRxBatch for the size
-	oob  [][]byte // one per message, for the UDP_GRO cmsg (nil without GRO)
-	pkts [][]byte
-	eps  []*Endpoint
-	n    int
-}
-
-// newRxBatch allocates a batch. Without GRO it reads BatchSize datagrams
-// into MaxPacketSize+1 buffers, so truncation shows as an oversized
-// datagram. With GRO it reads groReadMsgs datagrams into 64 KiB buffers,
-// enough for any UDP datagram, coalesced or not.
-func newRxBatch(gro bool) *rxBatch {
-	nmsg, size, npkt := BatchSize, MaxPacketSize+1, BatchSize
-	if gro {
-		nmsg, size, npkt = groReadMsgs, groBufSize, groReadMsgs*udpSegmentMaxDatagrams
-	}
-	b := &rxBatch{
-		msgs: make([]ipv6.Message, nmsg),
-		bufs: make([][]byte, nmsg),
-		pkts: make([][]byte, npkt),
-		eps:  make([]*Endpoint, npkt),
-	}
-	mem := make([]byte, nmsg*size)
-	for i := range b.bufs {
-		b.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
-		b.msgs[i].Buffers = make(net.Buffers, 1)
-	}
-	if gro {
-		b.oob = make([][]byte, nmsg)
-		oob := make([]byte, nmsg*gsoControlSize)
-		for i := range b.oob {
-			b.oob[i] = oob[i*gsoControlSize : (i+1)*gsoControlSize : (i+1)*gsoControlSize]
-		}
-	}
-	return b
-}
-
-func (b *rxBatch) prepare() {
-	for i := range b.msgs {
-		m := &b.msgs[i]
-		m.Buffers[0] = b.bufs[i][:cap(b.bufs[i])]
-		if b.oob != nil {
-			m.OOB = b.oob[i][:cap(b.oob[i])]
-		}
-		m.Addr = nil
-		m.N, m.NN, m.Flags = 0, 0, 0
-	}
-	clear(b.pkts[:b.n])
-	clear(b.eps[:b.n])
-	b.n = 0
-}
-
-func (c *Conn) getRx() *rxBatch  { return c.rxPool.Get().(*rxBatch) }
-func (c *Conn) putRx(b *rxBatch) { c.rxPool.Put(b) }
-
-// readLoop is the single reader of the socket. It runs until the socket is
-// closed.
-func (c *Conn) readLoop() {
-	defer c.wg.Done()
-	var (
-		eps    = make(map[netip.AddrPort]*Endpoint)
-		lastAP netip.AddrPort
-		lastEP *Endpoint
-		errs   int
-	)
-	b := c.getRx()
-	defer func() { c.putRx(b) }()
-	for {
-		b.prepare()
-		n, err := c.pc.ReadBatch(b.msgs, 0)
-		if err != nil {
-			if c.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			c.stats.readErrors.Add(1)
-			c.log.Debug("socket read", "err", err)
-			if errs++; errs > 10 {
-				// Persistent errors: don't spin.
-				select {
-				case <-time.After(50 * time.Millisecond):
-				case <-c.closing:
-					return
-				}
-			}
-			continue
-		}
-		errs = 0
-		var bytesIn, pktsIn uint64
-		w := 0
-		for i := range n {
-			m := &b.msgs[i]
-			bytesIn += uint64(m.N)
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				pktsIn++
-				c.stats.unknownDropped.Add(1)
-				continue
-			}
-			ip, _ := netip.AddrFromSlice(ua.IP)
-			ip = ip.Unmap()
-			if ua.Zone != "" {
-				ip = ip.WithZone(ua.Zone)
-			}
-			ap := netip.AddrPortFrom(ip, uint16(ua.Port))
-			// A GRO-coalesced datagram is a run of segments of gsoSize
-			// bytes (the last may be shorter), each one datagram as sent:
-			// split it and classify every segment on its own. The kernel
-			// only coalesces datagrams of one flow, but nothing stops a
-			// peer from sending control packets of the same size as its
-			// WireGuard packets, so a run may mix the two.
-			data := b.bufs[i][:m.N]
-			seg := len(data)
-			if c.gro {
-				gsoSize, err := getGSOSize(m.OOB[:m.NN])
-				if err != nil {
-					c.stats.readErrors.Add(1)
-					c.log.Debug("socket read control message", "err", err)
-				}
-				if gsoSize > 0 && gsoSize < len(data) {
-					seg = gsoSize
-					c.stats.coalescedIn.Add(1)
-				}
-			}
-			for off := 0; off < len(data) || off == 0; off += seg {
-				pkt := data[off:min(off+seg, len(data))]
-				pktsIn++
-				if len(pkt) > MaxPacketSize {
-					c.stats.oversized.Add(1)
-					continue
-				}
-				switch classify(pkt) {
-				case kindWireGuard:
-					if ap != lastAP || lastEP == nil {
-						lastEP = eps[ap]
-						if lastEP == nil {
-							if len(eps) >= maxInternedEPs {
-								clear(eps)
-							}
-							lastEP = NewEndpoint(ap)
-							eps[ap] = lastEP
-						}
-						lastAP = ap
-					}
-					b.pkts[w] = pkt
-					b.eps[w] = lastEP
-					w++
-				case kindControl:
-					c.enqueueControl(pkt, ap)
-				case kindSTUN:
-					c.stats.stunDropped.Add(1)
-				case kindTURNChannel:
-					c.stats.turnDropped.Add(1)
-				default:
-					c.stats.unknownDropped.Add(1)
-				}
-				if seg == 0 { // an empty datagram
-					break
-				}
-			}
-		}
-		c.stats.packetsIn.Add(pktsIn)
-		c.stats.bytesIn.Add(bytesIn)
-		if w == 0 {
-			continue
-		}
-		b.n = w
-		if c.deliver(b) {
-			b = c.getRx()
-		}
-	}
-}
-
-// deliver hands a batch of WireGuard packets to the open Bind, blocking
-// while it is open and busy. It reports whether the Bind took the batch.
-func (c *Conn) deliver(b *rxBatch) bool {
-	s := c.bind.session.Load()
-	if s == nil {
-		c.stats.wgDropped.Add(uint64(b.n))
-		return false
-	}
-	select {
-	case s.ch <- b:
-		c.stats.wgIn.Add(uint64(b.n))
-		return true
-	case <-s.done:
-	case <-c.closing:
-	}
-	c.stats.wgDropped.Add(uint64(b.n))
-	return false
 }
 
 // writeTo sends one datagram.

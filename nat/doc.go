@@ -3,10 +3,12 @@
 // # One socket, demultiplexed
 //
 // Every weft node sends and receives all of its UDP traffic on one socket
-// (Listen), so that a NAT binding opened by any of it serves all of it. A
-// single reader goroutine owned by the Conn reads batches of datagrams with
-// recvmmsg (golang.org/x/net ipv4/ipv6 ReadBatch) and classifies each on its
-// first bytes (RFC 7983 style):
+// (Listen), so that a NAT binding opened by any of it serves all of it. One
+// reader at a time reads batches of datagrams with recvmmsg (golang.org/x/net
+// ipv4/ipv6 ReadBatch) and classifies each on its first bytes (RFC 7983
+// style). While the Bind is open the reader is the Bind's ReceiveFunc
+// caller; while it is closed, a background goroutine owned by the Conn (see
+// receive.go for the handover):
 //
 //   - WireGuard: byte 0 in 1..4 and bytes 1..3 zero. Handed to the Bind.
 //   - weft control: magic 0xF7 'w' 'f' 't'. Copied out and queued for the
@@ -24,13 +26,18 @@
 //
 // Bind returns a golang.zx2c4.com/wireguard/conn.Bind over the shared socket.
 // Open does not bind anything: it returns the socket's port (a non-zero port
-// different from it is an error, ErrPortMismatch) and one ReceiveFunc. The
-// reader passes whole batches (up to BatchSize packets) to that ReceiveFunc
-// through a short channel: while the Bind is open the reader blocks rather
-// than drop (backpressure reaches the kernel socket buffer, like a plain
-// socket); while it is closed WireGuard packets are dropped and counted.
-// Bind.Close never closes the socket, so control traffic continues and the
-// Bind can be reopened (wireguard-go does Close+Open on every BindUpdate).
+// different from it is an error, ErrPortMismatch) and one ReceiveFunc.
+// While the Bind is open, that ReceiveFunc reads the socket itself, straight
+// into the caller's buffers, as wireguard-go's StdNetBind does, and hands
+// control packets read on the way to the control workers; so the socket is
+// read only while WireGuard asks for packets (backpressure reaches the
+// kernel socket buffer, like a plain socket), and an open Bind whose
+// ReceiveFunc nobody calls stalls control traffic too. While the Bind is
+// closed the background reader reads, and WireGuard packets are dropped and
+// counted. Bind.Close never closes the socket, so control traffic continues
+// and the Bind can be reopened (wireguard-go does Close+Open on every
+// BindUpdate).
+//
 // Send uses sendmmsg (WriteBatch). Receive buffers, send message vectors and
 // endpoints are pooled or interned: the Bind itself performs no per-packet
 // allocation. (x/net's ReadBatch still allocates a *net.UDPAddr per received
@@ -50,7 +57,7 @@
 // sent again without it. Conn.Offloads reports what is in use.
 //
 // Endpoints are immutable *Endpoint values. Received endpoints are interned
-// per source address by the reader, so a steady flow reuses one pointer.
+// per source address by the readers, so a steady flow reuses one pointer.
 // There is no sticky source address: the socket is bound by the Conn and the
 // kernel picks the source.
 //

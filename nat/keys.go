@@ -134,3 +134,25 @@ func publicKey(priv *[32]byte) ([32]byte, error) {
 	copy(pub[:], b)
 	return pub, err
 }
+
+// keySet is a private key with its public key and shared-key cache.
+type keySet struct {
+	priv, pub [32]byte
+	keys      *keyCache
+}
+
+// SetPrivateKey switches the socket's control messages to a new private key
+// (WireGuard key rotation). Packets sealed to the previous key are still
+// opened until the next call, so exchanges in flight complete.
+func (c *Conn) SetPrivateKey(priv [32]byte) error {
+	pub, err := publicKey(&priv)
+	if err != nil {
+		return fmt.Errorf("nat set private key: %w", err)
+	}
+	if priv == ([32]byte{}) {
+		return fmt.Errorf("nat set private key: key is zero: %w", ErrBadKey)
+	}
+	old := c.ks.Swap(&keySet{priv: priv, pub: pub, keys: newKeyCache(c.cacheSize)})
+	c.prev.Store(old)
+	return nil
+}

@@ -180,7 +180,8 @@ func FuzzHandleControl(f *testing.F) {
 	defer c.Close()
 	peerPriv := [32]byte{2}
 	peerPub, _ := publicKey(&peerPriv)
-	k, _ := precompute(&c.pub, &peerPriv)
+	cpub := c.PublicKey()
+	k, _ := precompute(&cpub, &peerPriv)
 	f.Add(sealPacket(&header{sender: peerPub}, &payload{typ: MsgPing, txid: 1}, k))
 	f.Add(sealPacket(&header{sender: peerPub}, &payload{typ: MsgPing, txid: 1, flags: payloadResponse}, k))
 	f.Add(plainPacket(&header{flags: FlagPlain}, &payload{typ: MsgHello}))

@@ -84,14 +84,15 @@ func (c *Conn) CallHello(ctx context.Context, addr netip.AddrPort, body []byte) 
 
 // sharedKey returns the cached shared key for peer, computing it if needed.
 func (c *Conn) sharedKey(peer *[32]byte) (*[32]byte, error) {
-	if k, ok := c.keys.get(peer); ok {
+	ks := c.ks.Load()
+	if k, ok := ks.keys.get(peer); ok {
 		return k, nil
 	}
-	k, err := precompute(peer, &c.priv)
+	k, err := precompute(peer, &ks.priv)
 	if err != nil {
 		return nil, err
 	}
-	c.keys.put(peer, k)
+	ks.keys.put(peer, k)
 	return k, nil
 }
 
@@ -108,7 +109,7 @@ func (c *Conn) roundTrip(ctx context.Context, addr netip.AddrPort, t MsgType, bo
 	pc := &pendingCall{typ: t, key: key, addr: addr, plain: shared == nil, ch: make(chan callResult, 1)}
 	txid := c.register(pc)
 	defer c.unregister(txid)
-	pkt := c.buildPacket(&payload{typ: t, txid: txid, body: body}, shared)
+	pkt := c.buildPacket(&payload{typ: t, txid: txid, body: body}, shared, nil)
 
 	rto := initialRTO
 	timer := time.NewTimer(rto)
@@ -161,8 +162,13 @@ func (c *Conn) unregister(txid uint64) {
 }
 
 // buildPacket seals p to shared, or builds a plain packet if shared is nil.
-func (c *Conn) buildPacket(p *payload, shared *[32]byte) []byte {
-	h := header{sender: c.pub}
+// sender, if not nil, is the public key to name as sender (the previous key,
+// when answering a request sealed to it); nil means the current key.
+func (c *Conn) buildPacket(p *payload, shared *[32]byte, sender *[32]byte) []byte {
+	h := header{sender: c.ks.Load().pub}
+	if sender != nil {
+		h.sender = *sender
+	}
 	rand.Read(h.nonce[:])
 	if shared == nil {
 		h.flags = FlagPlain
@@ -216,20 +222,33 @@ func (c *Conn) handleControl(pkt []byte, from netip.AddrPort) {
 		c.handlePlain(&h, rest, from)
 		return
 	}
-	shared, cached := c.keys.get(&h.sender)
+	ks := c.ks.Load()
+	shared, cached := ks.keys.get(&h.sender)
 	if !cached {
 		// The Curve25519 operation is the expensive part: charge for it.
 		if !c.lim.allow(from.Addr(), c.now()) {
 			c.stats.ctlRateLimited.Add(1)
 			return
 		}
-		if shared, err = precompute(&h.sender, &c.priv); err != nil {
+		if shared, err = precompute(&h.sender, &ks.priv); err != nil {
 			c.stats.ctlBadKey.Add(1)
 			c.log.Debug("dropping control packet", "from", from, "err", err)
 			return
 		}
 	}
 	p, err := openPayload(&h, rest, shared)
+	var asKey *[32]byte // the key the request was sealed to, if not the current one
+	if errors.Is(err, errUnsealable) {
+		// Sealed to the key before a rotation?
+		if prev := c.prev.Load(); prev != nil {
+			if ps, perr := precompute(&h.sender, &prev.priv); perr == nil {
+				if pp, perr := openPayload(&h, rest, ps); perr == nil {
+					p, err, cached, shared = pp, nil, true, ps // don't cache the old shared key
+					asKey = &prev.pub
+				}
+			}
+		}
+	}
 	if err != nil {
 		if errors.Is(err, errUnsealable) {
 			c.stats.ctlUnsealable.Add(1)
@@ -240,7 +259,7 @@ func (c *Conn) handleControl(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	if !cached {
-		c.keys.put(&h.sender, shared)
+		ks.keys.put(&h.sender, shared)
 	}
 	peer := Peer{Addr: from, Key: h.sender}
 	if p.isResponse() {
@@ -251,7 +270,7 @@ func (c *Conn) handleControl(pkt []byte, from netip.AddrPort) {
 		c.stats.ctlRateLimited.Add(1)
 		return
 	}
-	c.dispatch(&p, peer, shared)
+	c.dispatch(&p, peer, shared, asKey)
 }
 
 // handlePlain handles an unsealed packet: MsgHello only.
@@ -277,7 +296,7 @@ func (c *Conn) handlePlain(h *header, rest []byte, from netip.AddrPort) {
 		c.stats.ctlRateLimited.Add(1)
 		return
 	}
-	c.dispatch(&p, peer, nil)
+	c.dispatch(&p, peer, nil, nil)
 }
 
 // complete hands a response to the call waiting for it, if it matches.
@@ -310,13 +329,13 @@ func (c *Conn) complete(p *payload, from Peer, plain bool) {
 
 // dispatch runs the handler for a request in its own goroutine and sends
 // the reply. shared == nil means reply plain.
-func (c *Conn) dispatch(p *payload, from Peer, shared *[32]byte) {
+func (c *Conn) dispatch(p *payload, from Peer, shared *[32]byte, asKey *[32]byte) {
 	c.handlersMu.RLock()
 	h := c.handlers[p.typ]
 	c.handlersMu.RUnlock()
 	if h == nil {
 		c.stats.ctlUnknownType.Add(1)
-		c.reply(from, p, nil, fmt.Errorf("no handler for message type %s", p.typ), shared)
+		c.reply(from, p, nil, fmt.Errorf("no handler for message type %s", p.typ), shared, asKey)
 		return
 	}
 	select {
@@ -334,12 +353,12 @@ func (c *Conn) dispatch(p *payload, from Peer, shared *[32]byte) {
 		ctx, cancel := context.WithTimeout(c.ctx, handlerTimeout)
 		resp, err := h(ctx, from, req.body)
 		cancel()
-		c.reply(from, &req, resp, err, shared)
+		c.reply(from, &req, resp, err, shared, asKey)
 	}()
 }
 
 // reply sends the response to req.
-func (c *Conn) reply(to Peer, req *payload, body []byte, herr error, shared *[32]byte) {
+func (c *Conn) reply(to Peer, req *payload, body []byte, herr error, shared *[32]byte, asKey *[32]byte) {
 	if c.closed.Load() {
 		return
 	}
@@ -356,7 +375,7 @@ func (c *Conn) reply(to Peer, req *payload, body []byte, herr error, shared *[32
 		p.flags |= payloadError
 		p.body = []byte(msg)
 	}
-	if err := c.writeTo(c.buildPacket(&p, shared), to.Addr); err != nil {
+	if err := c.writeTo(c.buildPacket(&p, shared, asKey), to.Addr); err != nil {
 		c.log.Debug("control reply", "to", to.Addr, "type", req.typ, "err", err)
 		return
 	}

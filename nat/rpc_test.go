@@ -114,11 +114,12 @@ func TestTamperedDropped(t *testing.T) {
 	a, b := listen(t), listen(t)
 	var calls atomic.Int32
 	b.Handle(MsgPing, func(context.Context, Peer, []byte) ([]byte, error) { calls.Add(1); return nil, nil })
-	shared, err := a.sharedKey(&b.pub)
+	bpub := b.PublicKey()
+	shared, err := a.sharedKey(&bpub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := a.buildPacket(&payload{typ: MsgPing, txid: 1, body: []byte("hello")}, shared)
+	good := a.buildPacket(&payload{typ: MsgPing, txid: 1, body: []byte("hello")}, shared, nil)
 	tamper := []struct {
 		name       string
 		mutate     func([]byte)
@@ -178,7 +179,7 @@ func TestPlainOnlyForHello(t *testing.T) {
 		}
 		return append([]byte("record:"), body...), nil
 	})
-	sendRaw(t, b, a.buildPacket(&payload{typ: MsgStore, txid: 1}, nil))
+	sendRaw(t, b, a.buildPacket(&payload{typ: MsgStore, txid: 1}, nil, nil))
 	waitFor(t, "plain store refused", func() bool { return b.Stats().ControlPlainRefused == 1 })
 	if stores.Load() != 0 {
 		t.Fatal("plain STORE reached its handler")

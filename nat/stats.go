@@ -10,8 +10,8 @@ type Stats struct {
 	ReadErrors  uint64 // transient socket read errors
 	Oversized   uint64 // datagrams larger than MaxPacketSize, dropped
 
-	WireGuardIn         uint64 // WireGuard datagrams handed to an open Bind
-	WireGuardDropped    uint64 // WireGuard datagrams dropped because the Bind was closed
+	WireGuardIn         uint64 // WireGuard datagrams returned by the Bind's ReceiveFunc
+	WireGuardDropped    uint64 // WireGuard datagrams read while the Bind was closed (or as it closed), dropped
 	WireGuardOut        uint64 // WireGuard datagrams sent
 	WireGuardSendErrors uint64 // failed Bind.Send calls
 
