@@ -346,6 +346,25 @@ func (s *Store) Get(key Key) (Record, bool) {
 	return Record{Key: key, Value: bytes.Clone(e.value), Seq: e.seq, Expires: e.expires}, true
 }
 
+// Range calls f with every unexpired record (a copy), in no particular
+// order, until f returns false. It holds no lock while f runs.
+func (s *Store) Range(f func(Record) bool) {
+	now := s.now()
+	s.mu.Lock()
+	recs := make([]Record, 0, len(s.records))
+	for k, e := range s.records {
+		if e.expires.After(now) {
+			recs = append(recs, Record{Key: k, Value: bytes.Clone(e.value), Seq: e.seq, Expires: e.expires})
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range recs {
+		if !f(r) {
+			return
+		}
+	}
+}
+
 // Seq returns the sequence number held for key, if any and unexpired.
 func (s *Store) Seq(key Key) (uint64, bool) {
 	now := s.now()

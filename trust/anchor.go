@@ -171,6 +171,19 @@ func OpenAnchor(dir string, g *Genesis, id *Identity) (*Anchor, error) {
 	return a, nil
 }
 
+// OpenAnchorView is OpenAnchor verifying against v, the node's view (with
+// the anchor-set chain): an anchor added by a change is an anchor of v but
+// not of the genesis.
+func OpenAnchorView(dir string, v *View, id *Identity) (*Anchor, error) {
+	a := &Anchor{Genesis: v.Genesis(), Identity: id, Dir: dir, View: v}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.loadLocked(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 func (a *Anchor) statePath() string { return filepath.Join(a.Dir, AnchorDir, anchorStateFile) }
 
 func (a *Anchor) now() time.Time {
