@@ -170,6 +170,14 @@ func Join(ctx context.Context, opts JoinOptions) (Membership, error) {
 			progress(fmt.Sprintf("%d of %d endorsements: admitted", len(cert.Endorsements), t))
 			return saveJoined(dir, g, view, cert, inv, contacts)
 		}
+		if len(cert.Endorsements)+pending+taken < t {
+			// Too many anchors refused (or are out of reach) for this
+			// request ever to reach t: say why rather than wait.
+			if len(errs) == 0 {
+				errs = append(errs, errors.New("no anchor answered"))
+			}
+			return Membership{}, fmt.Errorf("%d of %d endorsements possible: %w", len(cert.Endorsements)+pending+taken, t, errors.Join(errs...))
+		}
 		switch {
 		case taken > 0 && attempt < 256:
 			attempt++

@@ -342,7 +342,7 @@ func (n *Node) Status() (Status, error) {
 	st := Status{
 		NodeID: n.cert.NodeID, Name: n.cert.Name, Network: n.genesis.Name, NetworkID: n.netID,
 		Domain: n.genesis.Domain, IPv4: n.cert.IPv4, IPv6: n.cert.IPv6(), Listen: n.conn.LocalAddr(),
-		Endpoints: n.endpoints, Anchor: n.anchor != nil, Bootstrap: n.bootAddrs,
+		Endpoints: n.endpoints, Anchor: n.anchorState() != nil, Bootstrap: n.bootAddrs,
 		BootstrapReachable: len(n.bootPeers), CertExpires: n.cert.NotAfter,
 		SpoofedDrops: n.tun.Stats().SpoofedDrops,
 		Mode:         "userspace", Interface: n.cfg.TUN, UAPI: n.uapiName,

@@ -74,10 +74,14 @@ func (n *Node) signRecordLocked() error {
 	if n.record != nil && seq <= n.record.Seq {
 		seq = n.record.Seq + 1
 	}
+	expires := now.Add(n.cfg.RecordTTL)
+	if expires.After(n.cert.NotAfter) {
+		expires = n.cert.NotAfter // a record never outlives its certificate
+	}
 	rec := &trust.NodeRecord{
 		Cert:      n.cert,
 		Seq:       seq,
-		Expires:   now.Add(n.cfg.RecordTTL),
+		Expires:   expires,
 		Endpoints: append([]netip.AddrPort(nil), n.endpoints...),
 		WGKey:     n.id.WGPublic(),
 	}
@@ -114,9 +118,9 @@ func (n *Node) publishInitial(ctx context.Context) error {
 		}
 	}
 	n.stateMu.Lock()
-	defer n.stateMu.Unlock()
 	st, err := loadNodeState(n.cfg.StateDir)
 	if err != nil {
+		n.stateMu.Unlock()
 		return err
 	}
 	st.Listen = n.conn.LocalAddr()
@@ -125,6 +129,9 @@ func (n *Node) publishInitial(ctx context.Context) error {
 	if err := saveNodeState(n.cfg.StateDir, st); err != nil {
 		n.logger.Warn("could not save node state", "err", err)
 	}
+	// Not held across publish: applying synced statements saves the view
+	// under stateMu.
+	n.stateMu.Unlock()
 	// A first publication attempt, bounded, so that a node started with a
 	// live bootstrap is findable when Start returns.
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)

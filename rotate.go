@@ -36,14 +36,16 @@ func (n *Node) RotateKey(ctx context.Context) error {
 	if _, err := n.id.RotateWG(); err != nil {
 		return fmt.Errorf("rotate key: %w", err)
 	}
+	// The control socket answers with the new key from now on; calls
+	// sealed to the old key are still answered during the switch.
+	if err := n.conn.SetPrivateKey(n.id.WG); err != nil {
+		n.id.WG = old
+		return fmt.Errorf("rotate key: control socket: %w", err)
+	}
 	if err := trust.SaveIdentity(n.cfg.StateDir, n.id); err != nil {
 		n.id.WG = old
+		_ = n.conn.SetPrivateKey(old)
 		return fmt.Errorf("rotate key: save identity: %w", err)
-	}
-	// The control socket answers with the new key from now on; replies to
-	// calls sealed with the old key still open during the switch.
-	if err := n.setControlKey(n.id.WG); err != nil {
-		return fmt.Errorf("rotate key: control socket: %w", err)
 	}
 	n.mu.Lock()
 	err := n.signRecordLocked()
@@ -214,7 +216,9 @@ func (n *Node) handleRenew(ctx context.Context, from nat.Peer, body []byte) ([]b
 	var resp *trust.JoinResponse
 	if err == nil {
 		var e *trust.Endorsement
-		if e, err = n.anchor.Renew(req, n.now()); err == nil {
+		if a := n.anchorState(); a == nil {
+			err = ErrNotAnchor
+		} else if e, err = a.Renew(req, n.now()); err == nil {
 			c := req.Certificate()
 			c.Endorsements = []trust.Endorsement{*e}
 			resp = trust.NewJoinResponse(c, nil)
@@ -231,13 +235,4 @@ func (n *Node) handleRenew(ctx context.Context, from nat.Peer, body []byte) ([]b
 // peerPrefixes are a peer's allowed IPs: its overlay /32 and /128.
 func peerPrefixes(rec *trust.NodeRecord) []netip.Prefix {
 	return []netip.Prefix{netip.PrefixFrom(rec.Cert.IPv4, 32), netip.PrefixFrom(rec.Cert.IPv6(), 128)}
-}
-
-// setControlKey switches the control socket to a new private key.
-func (n *Node) setControlKey(k [32]byte) error {
-	ks, ok := any(n.conn).(interface{ SetPrivateKey([32]byte) error })
-	if !ok {
-		return errors.New("this build's socket cannot change keys")
-	}
-	return ks.SetPrivateKey(k)
 }

@@ -192,14 +192,15 @@ func installAnchor(dir string, g *trust.Genesis, id *trust.Identity) (Membership
 	if err := trust.SaveGenesis(dir, g); err != nil {
 		return Membership{}, err
 	}
-	a, err := trust.OpenAnchor(dir, g, id)
+	v, err := trust.LoadView(dir) // the anchor set after any changes
+	if err != nil {
+		return Membership{}, err
+	}
+	a, err := trust.OpenAnchorView(dir, v, id)
 	if err != nil {
 		return Membership{}, err
 	}
 	defer a.Close()
-	if v, err := trust.LoadView(dir); err == nil {
-		a.View = v // the anchor set after any changes
-	}
 	cert, err := a.AdmitSelf("", time.Now())
 	if err != nil {
 		return Membership{}, fmt.Errorf("issue anchor certificate: %w", err)
@@ -328,13 +329,14 @@ type InviteOptions struct {
 // Invite creates an invite token on an anchor node, naming this node's
 // advertised endpoints as bootstrap addresses.
 func (n *Node) Invite(opts InviteOptions) (string, error) {
-	if n.anchor == nil {
+	a := n.anchorState()
+	if a == nil {
 		return "", ErrNotAnchor
 	}
 	n.mu.Lock()
 	eps := append([]netip.AddrPort(nil), n.endpoints...)
 	n.mu.Unlock()
-	return makeInvite(n.anchor, opts, eps)
+	return makeInvite(a, opts, eps)
 }
 
 // InviteOffline creates an invite token from an anchor's state directory
@@ -407,7 +409,11 @@ func (n *Node) handleJoin(ctx context.Context, from nat.Peer, body []byte) ([]by
 	var resp *trust.JoinResponse
 	if err == nil {
 		var e *trust.Endorsement
-		e, err = n.anchor.Endorse(req, n.now())
+		if a := n.anchorState(); a == nil {
+			err = ErrNotAnchor
+		} else {
+			e, err = a.Endorse(req, n.now())
+		}
 		if err == nil {
 			c := req.Certificate()
 			c.Endorsements = []trust.Endorsement{*e}
@@ -425,4 +431,3 @@ func (n *Node) handleJoin(ctx context.Context, from nat.Peer, body []byte) ([]by
 	}
 	return resp.Marshal()
 }
-

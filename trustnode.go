@@ -121,6 +121,7 @@ func (n *Node) applyStatement(s statement) (bool, error) {
 		n.saveView()
 		set := n.view.Set()
 		n.logger.Info("anchor set changed", "seq", set.Seq, "anchors", len(set.Anchors), "threshold", set.Threshold)
+		n.followAnchorRole()
 		return true, nil
 	case kindPolicy:
 		p, err := trust.UnmarshalPolicy(s.body)
@@ -151,12 +152,60 @@ func (n *Node) saveView() {
 	}
 }
 
+// openAnchor opens this node's anchor state against the current view.
+func (n *Node) openAnchor() error {
+	a, err := trust.OpenAnchorView(n.cfg.StateDir, n.view, n.id)
+	if err != nil {
+		return fmt.Errorf("open anchor state: %w", err)
+	}
+	a.Logger = n.cfg.Logger
+	n.anchorMu.Lock()
+	n.anchor = a
+	n.anchorMu.Unlock()
+	return nil
+}
+
+// followAnchorRole gives up or takes on the anchor role after an anchor-set
+// change: a removed anchor loses its powers at once (its endorsements no
+// longer count anywhere anyway); an added one gains them.
+func (n *Node) followAnchorRole() {
+	is := n.view.IsAnchor(n.id.SignPublic())
+	n.anchorMu.Lock()
+	a := n.anchor
+	n.anchorMu.Unlock()
+	switch {
+	case a != nil && !is:
+		n.anchorMu.Lock()
+		n.anchor = nil
+		n.anchorMu.Unlock()
+		a.Close()
+		n.logger.Warn("this node is no longer an anchor of the network")
+	case a == nil && is:
+		if err := n.openAnchor(); err != nil {
+			n.logger.Warn("this node became an anchor but cannot open its anchor state", "err", err)
+			return
+		}
+		n.conn.Handle(nat.MsgJoin, n.handleJoin)
+		n.conn.Handle(msgRenew, n.handleRenew)
+		n.logger.Info("this node is now an anchor of the network")
+	}
+}
+
 // onRevoked tears down everything of a revoked node: its tunnel, its
 // records here, cached DNS answers.
 func (n *Node) onRevoked(r *trust.Revocation) {
 	id := r.NodeID
 	if id == n.cert.NodeID {
 		n.logger.Error("this node has been revoked by the network's anchors; it can no longer reach any member", "reason", r.Reason)
+		n.mu.Lock()
+		all := n.peers
+		n.peers = make(map[addr.NodeID]*peerState)
+		n.updateKnownLocked()
+		n.mu.Unlock()
+		for _, p := range all {
+			_ = n.tun.RemovePeer(tunnel.Key(p.rec.WireGuardKey()))
+		}
+		return
 	}
 	n.mu.Lock()
 	p, ok := n.peers[id]
@@ -170,6 +219,15 @@ func (n *Node) onRevoked(r *trust.Revocation) {
 	if ok {
 		rec = p.rec
 		_ = n.tun.RemovePeer(tunnel.Key(rec.WireGuardKey()))
+		// Tell the revoked node itself, so that it stops trying (and says
+		// why) instead of timing out.
+		body := encodeStatements([]statement{{kindRevocation, r.Marshal()}}, nat.MaxBodySize)
+		to := nat.Peer{Addr: p.endpoint, Key: rec.WireGuardKey()}
+		n.goBackground(func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			n.conn.Call(ctx, to, msgStatement, body)
+		})
 	} else if r, found := n.store.Get(dht.NodeKey(id)); found {
 		rec, _ = trust.UnmarshalNodeRecord(r.Value)
 	}
@@ -213,6 +271,10 @@ func (n *Node) handleTrustSync(ctx context.Context, from nat.Peer, body []byte) 
 	return encodeStatements(n.statements(), nat.MaxBodySize-64), nil
 }
 
+// maxSpreadTargets bounds the nodes one node pushes a statement to; the
+// flood carries it further.
+const maxSpreadTargets = 1024
+
 // spread pushes a statement to every peer and bootstrap node except the
 // one it came from, in the background.
 func (n *Node) spread(s statement, except [32]byte) {
@@ -228,16 +290,75 @@ func (n *Node) spread(s statement, except [32]byte) {
 		targets[b.Key] = nat.Peer{Addr: b.Addr, Key: b.Key}
 	}
 	n.mu.Unlock()
+	// Every node whose record this node holds hears it too: a bootstrap
+	// node reaches everyone who publishes to it, tunnel or not.
+	now := n.now()
+	n.store.Range(func(r dht.Record) bool {
+		if len(targets) >= maxSpreadTargets {
+			return false
+		}
+		rec, err := trust.UnmarshalNodeRecord(r.Value)
+		if err != nil || rec.Cert.NodeID == n.cert.NodeID || n.view.VerifyRecord(rec, now) != nil {
+			return true
+		}
+		if _, ok := targets[rec.WireGuardKey()]; !ok && len(rec.Endpoints) > 0 {
+			targets[rec.WireGuardKey()] = nat.Peer{Addr: rec.Endpoints[0], Key: rec.WireGuardKey()}
+		}
+		return true
+	})
 	delete(targets, except)
 	for _, t := range targets {
 		n.goBackground(func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if _, err := n.conn.Call(ctx, t, msgStatement, body); err != nil {
+			if err := n.callFresh(ctx, t, msgStatement, body); err != nil {
 				n.logger.Debug("could not pass on trust statement", "to", t.Addr, "err", err)
 			}
 		})
 	}
+}
+
+// verifyRecordQuiet verifies a record without counting a refusal.
+func (n *Node) verifyRecordQuiet(b []byte) error {
+	_, err := n.verifyRecord(b, n.now())
+	return err
+}
+
+// callFresh is Call that, when the peer does not answer, asks its address
+// for its current record with a hello and tries once more with the key
+// found there: the peer may have rotated its key since we learned it.
+func (n *Node) callFresh(ctx context.Context, to nat.Peer, t nat.MsgType, body []byte) error {
+	first, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := n.conn.Call(first, to, t, body)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	var remote *nat.RemoteError
+	if errors.As(err, &remote) {
+		return err // it answered: no key problem
+	}
+	hb, from, herr := n.conn.CallHello(ctx, to.Addr, nil)
+	if herr != nil {
+		return err
+	}
+	// Statements are public, so the record need not be valid for us to
+	// learn where to send one: a removed anchor's record no longer verifies,
+	// yet it should still hear of the change that removed it.
+	rec, derr := trust.UnmarshalNodeRecord(hb)
+	if derr != nil || rec.WireGuardKey() != from.Key || from.Key == to.Key {
+		return err
+	}
+	if n.verifyRecordQuiet(hb) == nil {
+		n.storeRecord(rec, hb)
+	}
+	n.mu.Lock()
+	if _, ok := n.bootPeers[to.Addr]; ok {
+		n.bootPeers[to.Addr] = dht.Peer{Addr: to.Addr, Key: from.Key}
+	}
+	n.mu.Unlock()
+	_, err = n.conn.Call(ctx, nat.Peer{Addr: to.Addr, Key: from.Key}, t, body)
+	return err
 }
 
 // syncTrust pulls the statements of the given servers and applies them.

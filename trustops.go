@@ -21,10 +21,11 @@ func (n *Node) anchorOrErr() (*trust.Anchor, error) {
 	if n.isClosed() {
 		return nil, ErrClosed
 	}
-	if n.anchor == nil {
+	a := n.anchorState()
+	if a == nil {
 		return nil, ErrNotAnchor
 	}
-	return n.anchor, nil
+	return a, nil
 }
 
 // Pending lists join requests waiting for this anchor's operator.

@@ -77,12 +77,13 @@ type Node struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	id      *trust.Identity
-	genesis *trust.Genesis
-	view    *trust.View // genesis + anchor-set chain + revocations + policy
-	netID   addr.NetworkID
-	cert    *trust.Certificate
-	anchor  *trust.Anchor // nil unless this node is an anchor
+	id       *trust.Identity
+	genesis  *trust.Genesis
+	view     *trust.View // genesis + anchor-set chain + revocations + policy
+	netID    addr.NetworkID
+	cert     *trust.Certificate
+	anchorMu sync.Mutex    // guards anchor, which changes with the anchor set
+	anchor   *trust.Anchor // nil unless this node is an anchor
 
 	conn   *nat.Conn
 	plane  dataPlane  // userspace stack or kernel TUN
@@ -198,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	case <-ctx.Done():
 	}
 	n.logger.Info("node up", "name", n.cert.Name, "node_id", n.cert.NodeID.Short(),
-		"ipv4", n.cert.IPv4, "ipv6", n.cert.IPv6(), "listen", n.conn.LocalAddr(), "anchor", n.anchor != nil)
+		"ipv4", n.cert.IPv4, "ipv6", n.cert.IPv6(), "listen", n.conn.LocalAddr(), "anchor", n.anchorState() != nil)
 	return n, nil
 }
 
@@ -235,19 +236,23 @@ func (n *Node) loadState() error {
 	}
 	n.id, n.genesis, n.netID, n.cert, n.view = id, g, g.ID(), cert, view
 	if view.IsAnchor(id.SignPublic()) {
-		a, err := trust.OpenAnchor(dir, g, id)
-		if err != nil {
-			return fmt.Errorf("open anchor state: %w", err)
+		if err := n.openAnchor(); err != nil {
+			return err
 		}
-		a.View = view
-		a.Logger = n.cfg.Logger
-		n.anchor = a
 	}
 	st, err := loadNodeState(dir)
 	if err != nil {
 		return err
 	}
 	n.bootAddrs = mergeAddrPorts(append([]netip.AddrPort(nil), st.Bootstrap...), n.cfg.Bootstrap...)
+	// The anchors of the current set are bootstrap nodes too: anchors join
+	// nothing and would otherwise not know each other, and every member
+	// reaches the network through them.
+	for _, a := range view.Set().Anchors {
+		if a.NodeID() != id.NodeID() {
+			n.bootAddrs = mergeAddrPorts(n.bootAddrs, a.Endpoints...)
+		}
+	}
 	n.resumeRecs = st.Peers
 	return nil
 }
@@ -300,7 +305,7 @@ func (n *Node) startDataPlane() error {
 	n.conn.Handle(nat.MsgConnect, n.handleConnect)
 	n.conn.Handle(msgStatement, n.handleStatement)
 	n.conn.Handle(msgTrustSync, n.handleTrustSync)
-	if n.anchor != nil {
+	if n.anchorState() != nil {
 		n.conn.Handle(nat.MsgJoin, n.handleJoin)
 		n.conn.Handle(msgRenew, n.handleRenew)
 	}
@@ -352,8 +357,8 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	n.savePeers()
 	n.closeDataPlane()
-	if n.anchor != nil {
-		n.anchor.Close()
+	if a := n.anchorState(); a != nil {
+		a.Close()
 	}
 	return nil
 }
@@ -504,6 +509,20 @@ func (n *Node) Addrs() (v4, v6 netip.Addr) { return n.cert.IPv4, n.cert.IPv6() }
 
 // Domain returns the network's DNS domain.
 func (n *Node) Domain() string { return n.genesis.Domain }
+
+// anchorState returns the node's anchor state, nil if it is not an anchor.
+func (n *Node) anchorState() *trust.Anchor {
+	n.anchorMu.Lock()
+	defer n.anchorMu.Unlock()
+	return n.anchor
+}
+
+// WGPublicKey returns the node's current WireGuard public key.
+func (n *Node) WGPublicKey() [32]byte {
+	n.rotateMu.Lock()
+	defer n.rotateMu.Unlock()
+	return n.id.WGPublic()
+}
 
 // LocalAddr returns the address of the node's UDP socket.
 func (n *Node) LocalAddr() netip.AddrPort { return n.conn.LocalAddr() }
