@@ -25,10 +25,12 @@ import (
 // 0700 directory, so only the owner can drive the daemon.
 //
 //	GET  /v1/status               weft.Status
-//	POST /v1/invite               {"name","ttl","uses"} → {"token"}
+//	POST /v1/invite               {"name","ttl","uses","tags"} → {"token","endorsements","threshold"}
 //	GET  /v1/resolve?host=H       weft.Peer fields
 //	POST /v1/dial?network=&addr=  101 Switching Protocols, then raw bytes
 //	POST /v1/down                 the daemon exits
+//
+// and the trust endpoints of api_trust.go.
 const socketName = "weft.sock"
 
 func socketPath(dir string) string { return filepath.Join(dir, socketName) }
@@ -43,6 +45,7 @@ func (e errNotRunning) Error() string {
 // apiServer serves the local API for one node.
 type apiServer struct {
 	node   *weft.Node
+	dir    string // the node's state directory
 	logger *slog.Logger
 	down   func()
 	ln     net.Listener
@@ -73,14 +76,15 @@ func listenAPI(dir string) (net.Listener, error) {
 	return ln, nil
 }
 
-func serveAPI(ln net.Listener, node *weft.Node, logger *slog.Logger, down func()) *apiServer {
-	s := &apiServer{node: node, logger: logger, down: down, ln: ln, conns: map[net.Conn]struct{}{}}
+func serveAPI(ln net.Listener, node *weft.Node, dir string, logger *slog.Logger, down func()) *apiServer {
+	s := &apiServer{node: node, dir: dir, logger: logger, down: down, ln: ln, conns: map[net.Conn]struct{}{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("POST /v1/invite", s.invite)
 	mux.HandleFunc("GET /v1/resolve", s.resolve)
 	mux.HandleFunc("POST /v1/dial", s.dial)
 	mux.HandleFunc("POST /v1/down", s.downHandler)
+	s.routeTrust(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s
@@ -123,6 +127,15 @@ type inviteRequest struct {
 	Name string        `json:"name"`
 	TTL  time.Duration `json:"ttl"`
 	Uses int           `json:"uses"`
+	Tags []string      `json:"tags,omitempty"`
+}
+
+// inviteResult is a new invite and how many of the endorsements it needs
+// it carries.
+type inviteResult struct {
+	Token        string `json:"token"`
+	Endorsements int    `json:"endorsements"`
+	Threshold    int    `json:"threshold"`
 }
 
 func (s *apiServer) invite(w http.ResponseWriter, r *http.Request) {
@@ -131,12 +144,13 @@ func (s *apiServer) invite(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	tok, err := s.node.Invite(weft.InviteOptions{Name: req.Name, TTL: req.TTL, Uses: req.Uses})
+	tok, err := s.node.Invite(weft.InviteOptions{Name: req.Name, TTL: req.TTL, Uses: req.Uses, Tags: req.Tags})
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, map[string]string{"token": tok})
+	k, t := inviteProgress(tok)
+	writeJSON(w, inviteResult{Token: tok, Endorsements: k, Threshold: t})
 }
 
 // resolveResult is the JSON form of a resolved peer.

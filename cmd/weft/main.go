@@ -41,6 +41,9 @@ func register(c *command) { commands[c.name] = c }
 // errUsage means the usage was already printed; exit status 2.
 var errUsage = errors.New("usage")
 
+// errReported means the error was already printed; exit status 1.
+var errReported = errors.New("reported")
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
@@ -76,6 +79,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errReported):
+		return 1
 	default:
 		fmt.Fprintf(stderr, "weft %s: %v\n", c.name, err)
 		return 1
@@ -120,6 +125,21 @@ func parseNoArgs(fs *flag.FlagSet, args []string) error {
 		return errUsage
 	}
 	return nil
+}
+
+// oneToken parses the args of a command that takes exactly one TOKEN
+// argument; what says where the token comes from.
+func oneToken(fs *flag.FlagSet, args []string, what string) (string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(fs.Output(), "%s: want exactly one TOKEN (%s), got %d arguments\n", fs.Name(), what, len(pos))
+		fs.Usage()
+		return "", errUsage
+	}
+	return strings.TrimSpace(pos[0]), nil
 }
 
 // printJSON writes v as indented JSON.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,8 +34,13 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	ts, terr := fetchTrust(ctx, state)
 	if asJSON {
-		return printJSON(e.stdout, st)
+		out := statusOutput{Status: st}
+		if terr == nil {
+			out.Trust = &ts
+		}
+		return printJSON(e.stdout, out)
 	}
 	role := "member"
 	if st.Anchor {
@@ -46,12 +53,44 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "bootstrap  %d of %d reachable %v\n", st.BootstrapReachable, len(st.Bootstrap), st.Bootstrap)
 	}
 	fmt.Fprintf(e.stdout, "cert       valid until %s\n", st.CertExpires.Format(time.DateOnly))
+	if terr == nil {
+		fmt.Fprintf(e.stdout, "policy     %s\n", policyLine(ts.Policy))
+	}
+	if len(st.Rejections) > 0 {
+		fmt.Fprintf(e.stdout, "refused    %s\n", formatCounts(st.Rejections))
+	}
 	if st.SpoofedDrops > 0 {
 		fmt.Fprintf(e.stdout, "dropped    %d packets with spoofed source addresses\n", st.SpoofedDrops)
 	}
 	fmt.Fprintln(e.stdout)
 	printPeers(e.stdout, st.Peers)
 	return nil
+}
+
+// statusOutput is `weft status --json`: the node's status and, under
+// "trust", the anchor set, revocations and policy it follows.
+type statusOutput struct {
+	weft.Status
+	Trust *weft.TrustStatus `json:"trust,omitempty"`
+}
+
+// formatCounts writes counts by reason, largest first: "revoked 3, expired 1".
+func formatCounts(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func printPeers(w io.Writer, peers []weft.PeerStatus) {

@@ -229,7 +229,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	api := serveAPI(apiLn, node, logger, cancel)
+	api := serveAPI(apiLn, node, state, logger, cancel)
 	defer api.Close()
 
 	var closers []func() error
