@@ -156,6 +156,7 @@ func (n *Node) maintain() {
 	defer tick.Stop()
 	lastSave := n.now()
 	var nextRenew time.Time
+	lastRotate := n.now()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -164,6 +165,14 @@ func (n *Node) maintain() {
 		}
 		now := n.now()
 		n.reapIdle()
+		if n.cfg.KeyRotation > 0 && now.Sub(lastRotate) >= n.cfg.KeyRotation {
+			rctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
+			if err := n.RotateKey(rctx); err != nil {
+				n.logger.Warn("scheduled key rotation failed; will retry", "err", err)
+			}
+			cancel()
+			lastRotate = now
+		}
 		if !now.Before(nextRenew) {
 			rctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
 			if err := n.maybeRenew(rctx); err != nil {

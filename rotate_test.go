@@ -308,3 +308,35 @@ func echoOnce(n *weft.Node, addr string) error {
 	}
 	return nil
 }
+
+// TestScheduledKeyRotation: a node with KeyRotation set rotates on its own
+// and stays reachable.
+func TestScheduledKeyRotation(t *testing.T) {
+	tn := newTestNet(t)
+	tok, err := tn.anchor.Invite(weft.InviteOptions{Name: "rot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "rot")
+	if _, err := weft.Join(context.Background(), weft.JoinOptions{StateDir: dir, Token: tok, Logger: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := weft.Start(context.Background(), weft.Config{StateDir: dir, Listen: loopback, Logger: testLogger(t), KeyRotation: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	serveHTTP(t, n, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	first := n.WGPublicKey()
+	poll(t, 10*time.Second, "key rotated on schedule", func() error {
+		if n.WGPublicKey() == first {
+			return errors.New("key unchanged")
+		}
+		return nil
+	})
+	resp, err := httpClient(tn.anchor).Get("http://rot/")
+	if err != nil {
+		t.Fatalf("node unreachable after scheduled rotation: %v", err)
+	}
+	resp.Body.Close()
+}

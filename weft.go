@@ -56,6 +56,9 @@ type Config struct {
 	// AcceptDNS makes a TUN-mode node point the OS resolver at its DNS
 	// server for the network's domain (split DNS), restoring it on Close.
 	AcceptDNS bool
+	// KeyRotation, if positive, rotates the node's WireGuard key this often
+	// (see RotateKey). Zero means only on request (`weft rotate`).
+	KeyRotation time.Duration
 	// IdleTimeout is how long a peer may carry no application traffic
 	// before its tunnel is removed (it is set up again on demand). Zero
 	// means DefaultIdleTimeout; negative keeps peers forever.

@@ -116,7 +116,8 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, commands["up"], &state)
 	fs.Var(&tunName, "tun", "kernel TUN mode (root): create interface `NAME` (--tun alone: weft0) instead of the userspace stack")
 	fs.StringVar(&dnsAddr, "dns", "", "serve overlay DNS on `ADDR:PORT` (TUN mode default: the overlay IPv4 address, port 53; userspace default: off)")
-	var idle time.Duration
+	var idle, rotateEvery time.Duration
+	fs.DurationVar(&rotateEvery, "rotate-key-every", 0, "rotate the node's WireGuard key on this schedule (e.g. 24h); 0: only on `weft rotate`")
 	fs.DurationVar(&idle, "idle-timeout", weft.DefaultIdleTimeout, "remove a peer's tunnel after this long without traffic (set up again on demand); negative: never")
 	fs.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (e.g. 127.0.0.1:9100)")
 	fs.BoolVar(&acceptDNS, "accept-dns", true, "in TUN mode, point the OS resolver at weft's DNS server for the overlay domain")
@@ -147,7 +148,10 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS, IdleTimeout: idle}
+	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS, IdleTimeout: idle, KeyRotation: rotateEvery}
+	if rotateEvery < 0 {
+		return errors.New("--rotate-key-every must not be negative")
+	}
 	if idle == 0 {
 		return errors.New("--idle-timeout 0 is ambiguous: give a duration, or a negative one to keep peers forever")
 	}
