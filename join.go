@@ -268,7 +268,7 @@ func askAnchors(ctx context.Context, c *nat.Conn, contacts []anchorContact, body
 			defer wg.Done()
 			out[i] = anchorAnswer{name: ac.name, err: errors.New("unreachable")}
 			for _, ap := range ac.addrs {
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				b, err := c.Call(cctx, nat.Peer{Addr: ap, Key: ac.key}, nat.MsgJoin, body)
 				cancel()
 				if err != nil {
