@@ -1,19 +1,23 @@
 // Package dht stores and finds weft's signed records — node records, name
 // records, later revocations and the anchor-set chain — on other nodes.
 //
-// This is the first step of the Kademlia DHT described in DESIGN.md: a node
-// publishes and fetches records on its bootstrap nodes. It is built from the
-// Kademlia pieces the full DHT will reuse unchanged, so a later issue adds a
-// routing table (k=20, alpha=3), iterative lookups and S/Kademlia disjoint
-// paths around it rather than replacing it:
+// Two layers live here. The node uses the first today: it publishes and
+// fetches records on its bootstrap nodes (Client with explicit servers).
+// The second, the Kademlia core of DESIGN.md (Table and DHT: k=20 buckets
+// with replacement caches and an Admit hook for certificate checks,
+// iterative FIND_NODE with alpha=3, S/Kademlia Get over d=3 disjoint paths
+// with every answer validated and liars scored down and banned, Put to the
+// k closest, Refresh and Republish), is built and tested on the in-memory
+// transport but not yet wired into the node (issue 3). Both share these
+// pieces:
 //
 //   - Key is the 256-bit Kademlia ID space shared by record keys and node IDs,
 //     with XOR Distance, CommonPrefixLen and CompareDistance.
 //   - The messages are Kademlia's FIND_VALUE, STORE and FIND_NODE. Replies
 //     carry Contacts (node ID + transport address + transport key) so an
-//     iterative lookup can follow them; ServerOptions.Closest is the hook a
-//     routing table will plug into (nil today: bootstrap servers reply with
-//     no contacts).
+//     iterative lookup can follow them; ServerOptions.Closest is where the
+//     routing table answers FIND_NODE (a DHT feeds it; a bare Server
+//     replies with no contacts).
 //   - Client.Get and Client.Put take the servers to ask as an argument; an
 //     iterative lookup will pass the k closest nodes it found instead of the
 //     bootstrap list.
