@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -355,7 +357,13 @@ func (n *Node) Close() error {
 		n.dns.Close()
 	}
 	if n.uapi != nil {
+		path := n.uapi.Addr().String()
 		n.uapi.Close()
+		// The listener does not unlink its socket; a stale one would make
+		// `wg show` list a node that is gone.
+		if strings.HasSuffix(path, ".sock") {
+			os.Remove(path)
+		}
 	}
 	n.wg.Wait()
 	n.savePeers()

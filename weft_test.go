@@ -272,6 +272,10 @@ func TestResolveUnknown(t *testing.T) {
 func TestCloseIdempotent(t *testing.T) {
 	tn := newTestNet(t, "x")
 	n := tn.nodes["x"]
+	st, err := n.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -283,6 +287,11 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if _, err := n.Status(); err == nil {
 		t.Fatal("Status after Close succeeded")
+	}
+	if st.UAPI != "" { // root only: the wg socket must go with the node
+		if _, err := os.Stat(filepath.Join("/var/run/wireguard", st.UAPI+".sock")); err == nil {
+			t.Fatalf("UAPI socket of %s left behind after Close", st.UAPI)
+		}
 	}
 }
 
