@@ -124,7 +124,7 @@ func (d *demandTUN) demand(dst netip.Addr) {
 	d.pending[dst] = now
 	d.mu.Unlock()
 	n := d.n
-	if !n.goBackground(func(ctx context.Context) {
+	n.goBackground(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		p, err := n.Resolve(ctx, dst.String())
@@ -134,33 +134,18 @@ func (d *demandTUN) demand(dst netip.Addr) {
 		if err != nil {
 			n.logger.Debug("on-demand connect failed", "dst", dst, "err", err)
 		}
-	}) {
-		return
-	}
+	})
 }
 
 // packetSrc returns the source address of an IPv4 or IPv6 packet.
-func packetSrc(p []byte) (netip.Addr, bool) {
-	if len(p) < 1 {
-		return netip.Addr{}, false
-	}
-	switch p[0] >> 4 {
-	case 4:
-		if len(p) < 20 {
-			return netip.Addr{}, false
-		}
-		return netip.AddrFrom4([4]byte(p[12:16])), true
-	case 6:
-		if len(p) < 40 {
-			return netip.Addr{}, false
-		}
-		return netip.AddrFrom16([16]byte(p[8:24])), true
-	}
-	return netip.Addr{}, false
-}
+func packetSrc(p []byte) (netip.Addr, bool) { return packetAddr(p, 12, 8) }
 
 // packetDst returns the destination address of an IPv4 or IPv6 packet.
-func packetDst(p []byte) (netip.Addr, bool) {
+func packetDst(p []byte) (netip.Addr, bool) { return packetAddr(p, 16, 24) }
+
+// packetAddr reads the address at offset v4 of an IPv4 header or v6 of an
+// IPv6 header.
+func packetAddr(p []byte, v4, v6 int) (netip.Addr, bool) {
 	if len(p) < 1 {
 		return netip.Addr{}, false
 	}
@@ -169,12 +154,12 @@ func packetDst(p []byte) (netip.Addr, bool) {
 		if len(p) < 20 {
 			return netip.Addr{}, false
 		}
-		return netip.AddrFrom4([4]byte(p[16:20])), true
+		return netip.AddrFrom4([4]byte(p[v4 : v4+4])), true
 	case 6:
 		if len(p) < 40 {
 			return netip.Addr{}, false
 		}
-		return netip.AddrFrom16([16]byte(p[24:40])), true
+		return netip.AddrFrom16([16]byte(p[v6 : v6+16])), true
 	}
 	return netip.Addr{}, false
 }

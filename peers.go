@@ -63,13 +63,10 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 		keepalive = 0 // tunnel.DefaultKeepalive
 	}
 	err := n.tun.SetPeer(tunnel.Peer{
-		PublicKey: tunnel.Key(rec.WireGuardKey()),
-		Endpoint:  ep,
-		Keepalive: keepalive,
-		AllowedIPs: []netip.Prefix{
-			netip.PrefixFrom(c.IPv4, 32),
-			netip.PrefixFrom(c.IPv6(), 128),
-		},
+		PublicKey:  tunnel.Key(rec.WireGuardKey()),
+		Endpoint:   ep,
+		Keepalive:  keepalive,
+		AllowedIPs: peerPrefixes(rec),
 	})
 	if err != nil {
 		return err

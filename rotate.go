@@ -219,9 +219,7 @@ func (n *Node) handleRenew(ctx context.Context, from nat.Peer, body []byte) ([]b
 		if a := n.anchorState(); a == nil {
 			err = ErrNotAnchor
 		} else if e, err = a.Renew(req, n.now()); err == nil {
-			c := req.Certificate()
-			c.Endorsements = []trust.Endorsement{*e}
-			resp = trust.NewJoinResponse(c, nil)
+			resp = endorsed(req.Certificate(), e)
 		}
 	}
 	if err != nil {
@@ -230,6 +228,13 @@ func (n *Node) handleRenew(ctx context.Context, from nat.Peer, body []byte) ([]b
 		resp = trust.NewJoinResponse(nil, err)
 	}
 	return resp.Marshal()
+}
+
+// endorsed answers a join or renewal with the proposed certificate carrying
+// this anchor's endorsement.
+func endorsed(c *trust.Certificate, e *trust.Endorsement) *trust.JoinResponse {
+	c.Endorsements = []trust.Endorsement{*e}
+	return trust.NewJoinResponse(c, nil)
 }
 
 // peerPrefixes are a peer's allowed IPs: its overlay /32 and /128.

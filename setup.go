@@ -415,9 +415,7 @@ func (n *Node) handleJoin(ctx context.Context, from nat.Peer, body []byte) ([]by
 			e, err = a.Endorse(req, n.now())
 		}
 		if err == nil {
-			c := req.Certificate()
-			c.Endorsements = []trust.Endorsement{*e}
-			resp = trust.NewJoinResponse(c, nil)
+			resp = endorsed(req.Certificate(), e)
 		}
 	}
 	if err != nil {

@@ -1090,19 +1090,28 @@ func (a *Anchor) EndorseChange(ch *AnchorChange) error {
 	return nil
 }
 
-// EndorseRevocation adds this anchor's endorsement to r after checking
-// that it is for this network and well-formed.
-func (a *Anchor) EndorseRevocation(r *Revocation) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// beginStatementLocked checks that this anchor can endorse a statement of
+// network: its state loads, it is still an anchor, the network is its own.
+func (a *Anchor) beginStatementLocked(kind string, network addr.NetworkID) error {
 	if err := a.loadLocked(); err != nil {
 		return err
 	}
 	if err := a.checkAnchorLocked(); err != nil {
 		return err
 	}
-	if r.Network != a.v.Network() {
-		return reject(ReasonWrongNetwork, "revocation is for network %s, not %s", r.Network.Short(), a.v.Genesis().describe())
+	if network != a.v.Network() {
+		return reject(ReasonWrongNetwork, "%s is for network %s, not %s", kind, network.Short(), a.v.Genesis().describe())
+	}
+	return nil
+}
+
+// EndorseRevocation adds this anchor's endorsement to r after checking
+// that it is for this network and well-formed.
+func (a *Anchor) EndorseRevocation(r *Revocation) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.beginStatementLocked("revocation", r.Network); err != nil {
+		return err
 	}
 	if err := r.checkContent(); err != nil {
 		return err
@@ -1121,14 +1130,8 @@ func (a *Anchor) EndorseRevocation(r *Revocation) error {
 func (a *Anchor) EndorsePolicy(p *Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.loadLocked(); err != nil {
+	if err := a.beginStatementLocked("policy", p.Network); err != nil {
 		return err
-	}
-	if err := a.checkAnchorLocked(); err != nil {
-		return err
-	}
-	if p.Network != a.v.Network() {
-		return reject(ReasonWrongNetwork, "policy is for network %s, not %s", p.Network.Short(), a.v.Genesis().describe())
 	}
 	if err := p.checkContent(); err != nil {
 		return err

@@ -291,3 +291,17 @@ func keyShortSafe(pub ed25519.PublicKey) string {
 	}
 	return keyShort(pub)
 }
+
+// certificate decodes a length-prefixed certificate embedded in another
+// object (node records, renew requests).
+func (d *decoder) certificate() *Certificate {
+	cb := d.bytes("certificate", maxCertLen)
+	if d.err != nil {
+		return nil
+	}
+	c, err := UnmarshalCertificate(cb)
+	if err != nil {
+		d.fail("certificate: %v", err)
+	}
+	return c
+}

@@ -158,14 +158,7 @@ func UnmarshalNodeRecord(b []byte) (*NodeRecord, error) {
 	d := decoder{b: b}
 	r := new(NodeRecord)
 	d.header(tagNodeRecord, "node record")
-	cb := d.bytes("certificate", maxCertLen)
-	if d.err == nil {
-		c, err := UnmarshalCertificate(cb)
-		if err != nil {
-			d.fail("certificate: %v", err)
-		}
-		r.Cert = c
-	}
+	r.Cert = d.certificate()
 	r.Seq = d.u64()
 	r.Expires = d.time()
 	n := d.length("endpoints", MaxEndpoints)

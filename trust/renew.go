@@ -112,14 +112,7 @@ func UnmarshalRenewRequest(b []byte) (*RenewRequest, error) {
 	d := decoder{b: b}
 	r := new(RenewRequest)
 	d.header(tagRenew, "renew request")
-	cb := d.bytes("certificate", maxCertLen)
-	if d.err == nil {
-		c, err := UnmarshalCertificate(cb)
-		if err != nil {
-			d.fail("certificate: %v", err)
-		}
-		r.Cert = c
-	}
+	r.Cert = d.certificate()
 	r.NotBefore = d.time()
 	r.NotAfter = d.time()
 	r.Time = d.time()
