@@ -88,6 +88,15 @@ type Config struct {
 	// means 4096.
 	KeyCacheSize int
 
+	// STUNRateLimit is the sustained number of STUN Binding requests per
+	// second the responder answers for one source IP address. Zero means
+	// 20.
+	STUNRateLimit float64
+
+	// STUNRateBurst is the number of Binding requests one source IP may
+	// send at once before STUNRateLimit applies. Zero means 40.
+	STUNRateBurst int
+
 	// Now is the clock used for rate limiting. Nil means time.Now.
 	Now func() time.Time
 }
@@ -122,9 +131,9 @@ var (
 	_ ipv6.Message = ipv4.Message{}
 )
 
-// Conn is a node's shared UDP socket: the WireGuard Bind, the control RPC
-// and (later) STUN and TURN all go through it. Its methods are safe for
-// concurrent use.
+// Conn is a node's shared UDP socket: the WireGuard Bind, the control RPC,
+// STUN (responder, client, ICE hook) and (later) TURN all go through it.
+// Its methods are safe for concurrent use.
 type Conn struct {
 	log   *slog.Logger
 	udp   *net.UDPConn
@@ -154,13 +163,22 @@ type Conn struct {
 	ctlPool sync.Pool // *[]byte of MaxControlSize
 
 	ctlq     chan ctlPacket
-	inflight chan struct{} // semaphore for running handlers
+	stunq    chan ctlPacket // STUN datagrams, for the same workers
+	inflight chan struct{}  // semaphore for running handlers
 
 	handlersMu sync.RWMutex // guards handlers
 	handlers   map[MsgType]Handler
 
 	pendingMu sync.Mutex // guards pending
 	pending   map[uint64]*pendingCall
+
+	stunLim     *limiter // the Binding responder's per-source limit
+	stunHandler atomic.Pointer[STUNHandler]
+	stunMu      sync.Mutex // guards stunTx
+	stunTx      map[stunTxID]*stunTxn
+
+	probeMu sync.RWMutex // guards probe
+	probe   *ProbeConfig // nil: MsgProbe not served
 
 	ctx       context.Context // cancelled by Close; parent of handler contexts
 	cancel    context.CancelFunc
@@ -213,6 +231,8 @@ func Listen(cfg Config) (*Conn, error) {
 		local:    unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort()),
 		now:      cfg.Now,
 		ctlq:     make(chan ctlPacket, controlQueueLen),
+		stunq:    make(chan ctlPacket, stunQueueLen),
+		stunTx:   make(map[stunTxID]*stunTxn),
 		inflight: make(chan struct{}, maxInflightHandlers),
 		handlers: make(map[MsgType]Handler),
 		pending:  make(map[uint64]*pendingCall),
@@ -248,6 +268,14 @@ func Listen(cfg Config) (*Conn, error) {
 	c.cacheSize = cacheSize
 	c.ks.Store(&keySet{priv: cfg.PrivateKey, pub: pub, keys: newKeyCache(cacheSize)})
 	c.lim = newLimiter(rate, burst, maxLimiterEntries)
+	stunRate, stunBurst := cfg.STUNRateLimit, float64(cfg.STUNRateBurst)
+	if stunRate <= 0 {
+		stunRate = 20
+	}
+	if stunBurst <= 0 {
+		stunBurst = 40
+	}
+	c.stunLim = newLimiter(stunRate, stunBurst, maxLimiterEntries)
 	c.bind.c = c
 	c.rxPool.New = func() any { return newRxBatch(c.gro) }
 	c.txPool.New = func() any { return newTxBatch() }

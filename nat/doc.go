@@ -14,8 +14,11 @@
 //   - weft control: magic 0xF7 'w' 'f' 't'. Copied out and queued for the
 //     control workers.
 //   - STUN (magic cookie 0x2112A442 at bytes 4..8, top two bits of byte 0
-//     clear) and TURN ChannelData (byte 0 in 0x40..0x4F): reserved for the
-//     ICE issue; counted and dropped for now.
+//     clear): copied out and queued for the same workers (a queue of their
+//     own), which route it to an outstanding transaction of ours, the
+//     STUNHandler (ICE agents) or the plain Binding responder (stun.go).
+//   - TURN ChannelData (byte 0 in 0x40..0x4F): reserved for the TURN
+//     work; counted and dropped for now.
 //   - Anything else: counted and dropped.
 //
 // Datagrams larger than MaxPacketSize are counted (Stats.Oversized) and
@@ -94,6 +97,21 @@
 // the Curve25519 operation. Responses to our own calls cost nothing. At most
 // maxInflightHandlers handlers run at once; beyond that requests are
 // dropped and counted, and the caller's retransmission tries again.
+//
+// # STUN and netcheck
+//
+// Every Conn answers STUN Binding requests that carry no ICE attributes
+// with the request's source address (XOR-MAPPED-ADDRESS), SOFTWARE "weft"
+// and FINGERPRINT, rate-limited per source IP (Config.STUNRateLimit), so
+// every public node is a STUN server. SetSTUNHandler lets ICE agents see
+// STUN first and claim their checks; an unclaimed ICE check is never
+// answered. STUNBinding asks a STUN server for the socket's public
+// mapping through the shared socket itself, so the answer is the mapping
+// WireGuard uses. Netcheck (netcheck.go) combines Binding requests to
+// several servers with filtering probes (MsgProbe, probe.go) into a
+// NATReport: UDP blocked or not, public address(es), mapping and filtering
+// behaviour, per-server latency. The STUN and probe decoders run pion/stun
+// (github.com/pion/stun/v4, the version pion/ice/v4 uses).
 //
 // # Lifetime
 //

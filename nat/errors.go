@@ -25,6 +25,18 @@ var (
 	// ErrMalformed is returned by the control packet decoders for input that
 	// is not a well-formed weft control packet.
 	ErrMalformed = errors.New("nat: malformed control packet")
+
+	// ErrMalformedSTUN is returned for a STUN message that does not decode,
+	// or whose FINGERPRINT is wrong or misplaced.
+	ErrMalformedSTUN = errors.New("nat: malformed STUN message")
+
+	// ErrNoSTUNReply is returned by STUNBinding when no response arrived:
+	// UDP may be blocked outbound, or the server is down or unreachable.
+	ErrNoSTUNReply = errors.New("nat: no STUN reply")
+
+	// ErrNotSTUN is returned by SendSTUN for a packet that is not a STUN
+	// message (it would not be demultiplexed as one by the peer).
+	ErrNotSTUN = errors.New("nat: not a STUN message")
 )
 
 // RemoteError is an error returned by the remote handler (or by the remote

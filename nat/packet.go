@@ -21,6 +21,11 @@ const (
 	MsgFindNode  MsgType = 5 // DHT FIND_NODE
 	MsgConnect   MsgType = 6 // ICE offer/answer relay
 	MsgPing      MsgType = 7 // liveness
+	// 8..10 are taken by package weft (statements, trust sync, renewals).
+
+	// MsgProbe asks for an unsolicited packet, for netcheck's filtering
+	// test (see probe.go).
+	MsgProbe MsgType = 16
 )
 
 func (t MsgType) String() string {
@@ -39,6 +44,8 @@ func (t MsgType) String() string {
 		return "CONNECT"
 	case MsgPing:
 		return "PING"
+	case MsgProbe:
+		return "PROBE"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }

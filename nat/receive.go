@@ -512,7 +512,7 @@ func (c *Conn) isWireGuard(pkt []byte, from netip.AddrPort) bool {
 	case kindControl:
 		c.enqueueControl(pkt, from)
 	case kindSTUN:
-		c.stats.stunDropped.Add(1)
+		c.enqueueSTUN(pkt, from)
 	case kindTURNChannel:
 		c.stats.turnDropped.Add(1)
 	default:

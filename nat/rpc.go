@@ -185,6 +185,9 @@ func (c *Conn) controlWorker() {
 		case p := <-c.ctlq:
 			c.handleControl((*p.buf)[:p.n], p.from)
 			c.ctlPool.Put(p.buf)
+		case p := <-c.stunq:
+			c.handleSTUN((*p.buf)[:p.n], p.from)
+			c.ctlPool.Put(p.buf)
 		case <-c.closing:
 			return
 		}

@@ -15,9 +15,23 @@ type Stats struct {
 	WireGuardOut        uint64 // WireGuard datagrams sent
 	WireGuardSendErrors uint64 // failed Bind.Send calls
 
-	STUNDropped    uint64 // STUN datagrams (not handled until ICE lands)
-	TURNDropped    uint64 // TURN ChannelData datagrams (not handled until ICE lands)
-	UnknownDropped uint64 // datagrams matching no protocol
+	STUNIn          uint64 // STUN datagrams received
+	STUNOut         uint64 // STUN datagrams sent from the shared socket (responses, requests, retransmissions, relayed probes, SendSTUN)
+	STUNAnswered    uint64 // Binding requests answered by the plain responder (success or 420)
+	STUNClaimed     uint64 // STUN datagrams consumed by the STUNHandler (ICE)
+	STUNResponsesIn uint64 // responses matched to an outstanding STUNBinding or probe
+	STUNUnmatched   uint64 // responses for no transaction of ours, from the wrong source, or duplicates
+	STUNRetransmits uint64 // STUNBinding request retransmissions
+	STUNRateLimited uint64 // Binding requests refused by the per-source rate limit
+	STUNMalformed   uint64 // STUN datagrams with a bad header, attributes or FINGERPRINT
+	STUNQueueFull   uint64 // STUN datagrams dropped because the workers were saturated
+	STUNDropped     uint64 // unclaimed ICE checks, indications and methods other than Binding
+	TURNDropped     uint64 // TURN ChannelData datagrams (not handled until TURN lands)
+	UnknownDropped  uint64 // datagrams matching no protocol
+
+	ProbesSent      uint64 // netcheck filtering probes sent to requesters (MsgProbe)
+	ProbesForwarded uint64 // MsgProbe requests passed on to a helper
+	ProbesRefused   uint64 // MsgProbe requests refused (no helper, no second socket, not allowed)
 
 	ControlIn           uint64 // control packets received
 	ControlOut          uint64 // control packets sent (including retransmissions)
@@ -40,7 +54,10 @@ type Stats struct {
 type counters struct {
 	packetsIn, bytesIn, coalescedIn, readErrors, oversized         atomic.Uint64
 	wgIn, wgDropped, wgOut, wgSendErrors                           atomic.Uint64
-	stunDropped, turnDropped, unknownDropped                       atomic.Uint64
+	stunIn, stunOut, stunAnswered, stunClaimed, stunResponsesIn    atomic.Uint64
+	stunUnmatched, stunRetransmits, stunRateLimited, stunMalformed atomic.Uint64
+	stunQueueFull, stunDropped, turnDropped, unknownDropped        atomic.Uint64
+	probesSent, probesForwarded, probesRefused                     atomic.Uint64
 	ctlIn, ctlOut, ctlMalformed, ctlUnsealable, ctlBadKey          atomic.Uint64
 	ctlPlainRefused, ctlRateLimited, ctlQueueFull, ctlUnknownType  atomic.Uint64
 	requestsHandled, responsesIn, responsesUnmatched, callsStarted atomic.Uint64
@@ -58,7 +75,20 @@ func (c *counters) snapshot() Stats {
 		WireGuardDropped:    c.wgDropped.Load(),
 		WireGuardOut:        c.wgOut.Load(),
 		WireGuardSendErrors: c.wgSendErrors.Load(),
+		STUNIn:              c.stunIn.Load(),
+		STUNOut:             c.stunOut.Load(),
+		STUNAnswered:        c.stunAnswered.Load(),
+		STUNClaimed:         c.stunClaimed.Load(),
+		STUNResponsesIn:     c.stunResponsesIn.Load(),
+		STUNUnmatched:       c.stunUnmatched.Load(),
+		STUNRetransmits:     c.stunRetransmits.Load(),
+		STUNRateLimited:     c.stunRateLimited.Load(),
+		STUNMalformed:       c.stunMalformed.Load(),
+		STUNQueueFull:       c.stunQueueFull.Load(),
 		STUNDropped:         c.stunDropped.Load(),
+		ProbesSent:          c.probesSent.Load(),
+		ProbesForwarded:     c.probesForwarded.Load(),
+		ProbesRefused:       c.probesRefused.Load(),
 		TURNDropped:         c.turnDropped.Load(),
 		UnknownDropped:      c.unknownDropped.Load(),
 		ControlIn:           c.ctlIn.Load(),

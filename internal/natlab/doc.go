@@ -28,12 +28,19 @@
 //   - Namespace.Listen, Namespace.ListenPacket, Namespace.DialContext: sockets
 //     of the test process itself inside the namespace, for servers and
 //     clients written in Go (a fake DNS upstream, an HTTP server).
+//     Namespace.Do runs any code that opens sockets (nat.Listen) there.
+//   - Lab.Router: a NAT router of a given NATType (FullCone,
+//     AddressRestricted, PortRestricted, Symmetric, UDPBlocked) between a
+//     Switch and a LAN bridge, made of nftables rules; Router.Host,
+//     Attach, Detach and Move put hosts on its LAN and move them between
+//     LANs; Router.FlushMappings forgets every mapping (conntrack and the
+//     learned sets), as a NAT reboot would. router_linux.go documents how
+//     each type is built and why.
 //
 // Everything needs root, the ip command (iproute2) and /dev/net/tun; Root
-// skips the test with the reason when one is missing. The lab shells out to
+// skips the test with the reason when one is missing. Routers also need nft
+// (Debian package nftables) and skip the test without it; conntrack
+// entries are flushed over netlink, so the conntrack tool is not needed. The lab shells out to
 // ip(8) on purpose: it is test infrastructure, and the commands in a failing
 // test's log can be pasted into a shell to reproduce the setup by hand.
-//
-// Issue 5 adds NAT types (nftables rules in router namespaces) on top of
-// these pieces.
 package natlab
