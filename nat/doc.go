@@ -113,6 +113,21 @@
 // behaviour, per-server latency. The STUN and probe decoders run pion/stun
 // (github.com/pion/stun/v4, the version pion/ice/v4 uses).
 //
+// # Relays
+//
+// A node started with `weft up --relay` runs a TURN server (relay.go,
+// pion/turn/v5: the version pion/ice/v4 uses) on a port of its own, UDP
+// and TCP: NewRelay, RelayConfig. Only members allocate on it: a member
+// asks the relay's node for credentials with a sealed MsgRelayCreds
+// request (Conn.RelayCredentials; the relay's node answers once
+// Conn.ServeRelay is set), the relay asks RelayConfig.Authorize about the
+// request's authenticated sender key, and answers with an ephemeral TURN
+// credential (username EXPIRY:KEYID, password an HMAC of it under the
+// relay's secret) that its AuthHandler checks without keeping state.
+// Quotas (allocations per node and in total), optional bandwidth caps and
+// a peer address filter bound what a member can make the relay do.
+// External TURN servers (coturn) are configured by URL: ParseTURNURL.
+//
 // # Lifetime
 //
 // Conn.Close is idempotent: it closes the socket, closes the Bind (its

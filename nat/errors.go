@@ -37,6 +37,17 @@ var (
 	// ErrNotSTUN is returned by SendSTUN for a packet that is not a STUN
 	// message (it would not be demultiplexed as one by the peer).
 	ErrNotSTUN = errors.New("nat: not a STUN message")
+
+	// ErrRelayUnauthorized is returned by RelayCredentials when the relay
+	// refused this node: its Authorize check (membership, certificate)
+	// failed.
+	ErrRelayUnauthorized = errors.New("nat: relay refused credentials: this node is not authorized to use it")
+
+	// ErrRelayClosed is returned by a Relay's methods after Close.
+	ErrRelayClosed = errors.New("nat: relay closed")
+
+	// ErrBadTURNURL is returned by ParseTURNURL for a URL weft cannot use.
+	ErrBadTURNURL = errors.New("nat: bad TURN URL")
 )
 
 // RemoteError is an error returned by the remote handler (or by the remote

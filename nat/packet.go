@@ -21,11 +21,15 @@ const (
 	MsgFindNode  MsgType = 5 // DHT FIND_NODE
 	MsgConnect   MsgType = 6 // ICE offer/answer relay
 	MsgPing      MsgType = 7 // liveness
-	// 8..10 are taken by package weft (statements, trust sync, renewals).
+	// 8..15 are taken by package weft and package dht.
 
 	// MsgProbe asks for an unsolicited packet, for netcheck's filtering
 	// test (see probe.go).
 	MsgProbe MsgType = 16
+
+	// MsgRelayCreds asks a relay (a node running a TURN server, Relay)
+	// for short-lived TURN credentials (see relaycreds.go).
+	MsgRelayCreds MsgType = 17
 )
 
 func (t MsgType) String() string {
@@ -46,6 +50,8 @@ func (t MsgType) String() string {
 		return "PING"
 	case MsgProbe:
 		return "PROBE"
+	case MsgRelayCreds:
+		return "RELAY_CREDS"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }

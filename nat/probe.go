@@ -97,11 +97,11 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 
 func parseAddr(b []byte) (netip.Addr, []byte, error) {
 	if len(b) < 1 {
-		return netip.Addr{}, nil, fmt.Errorf("%w: probe address truncated", ErrMalformed)
+		return netip.Addr{}, nil, fmt.Errorf("%w: address truncated", ErrMalformed)
 	}
 	n := int(b[0])
 	if n != 0 && n != 4 && n != 16 || len(b) < 1+n {
-		return netip.Addr{}, nil, fmt.Errorf("%w: probe address length %d", ErrMalformed, n)
+		return netip.Addr{}, nil, fmt.Errorf("%w: address length %d", ErrMalformed, n)
 	}
 	if n == 0 {
 		return netip.Addr{}, b[1:], nil

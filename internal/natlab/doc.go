@@ -36,6 +36,9 @@
 //     LANs; Router.FlushMappings forgets every mapping (conntrack and the
 //     learned sets), as a NAT reboot would. router_linux.go documents how
 //     each type is built and why.
+//   - Namespace.StartCoturn: coturn's turnserver with a static user, ready
+//     once it answers STUN (NeedCoturn skips without it; Debian package
+//     coturn).
 //
 // Everything needs root, the ip command (iproute2) and /dev/net/tun; Root
 // skips the test with the reason when one is missing. Routers also need nft

@@ -195,6 +195,9 @@ func (r *Router) ruleset() string {
 		w("    iifname %q oifname %q meta l4proto udp update @contacted { ip saddr . ip daddr }", routerLAN, routerWAN)
 	}
 	w("    iifname %q oifname %q accept", routerLAN, routerWAN)
+	// Hosts on one LAN reach each other (bridged traffic passes this
+	// chain where br_netfilter is loaded).
+	w("    iifname %q oifname %q accept", routerLAN, routerLAN)
 	w("    ct state established,related accept")
 	switch r.Type {
 	case FullCone:
