@@ -2,6 +2,8 @@ package dht
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,9 +37,18 @@ type Options struct {
 	// the routing table its sender (see Identify).
 	Transport Transport
 
-	// Store holds the records this node serves. Required; the DHT does
-	// not own it, so the caller closes it.
+	// Store holds the records this node serves. Required unless Client
+	// is set (a client may pass one to keep its own records too); the DHT
+	// does not own it, so the caller closes it.
 	Store *Store
+
+	// Client makes this a DHT client (a node behind NAT): New registers
+	// no handlers, so it never answers FIND_NODE, FIND_VALUE, STORE or
+	// PING and never enters other nodes' tables by answering, and Put
+	// stores only on remote nodes. Bootstrap, FindNode, Get and Put work
+	// as for a server. Package weft also keeps clients out of tables in
+	// Identify.
+	Client bool
 
 	// Validator checks every record a lookup returns and every record
 	// before it is published. Required.
@@ -111,7 +122,8 @@ type DHT struct {
 	disjoint  int
 	timeout   time.Duration
 	table     *Table
-	server    *Server
+	server    *Server // nil for a client
+	client    bool
 
 	base      context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -129,8 +141,8 @@ func New(opts Options) (*DHT, error) {
 		return nil, errors.New("dht new: Options.Self.ID must be non-zero")
 	case opts.Transport == nil:
 		return nil, errors.New("dht new: Options.Transport must be non-nil")
-	case opts.Store == nil:
-		return nil, errors.New("dht new: Options.Store must be non-nil")
+	case opts.Store == nil && !opts.Client:
+		return nil, errors.New("dht new: Options.Store must be non-nil for a server (or set Options.Client)")
 	case opts.Validator == nil:
 		return nil, errors.New("dht new: Options.Validator must be non-nil")
 	}
@@ -147,6 +159,7 @@ func New(opts Options) (*DHT, error) {
 		alpha:     opts.Alpha,
 		disjoint:  opts.Disjoint,
 		timeout:   opts.Timeout,
+		client:    opts.Client,
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -181,6 +194,9 @@ func New(opts Options) (*DHT, error) {
 		MaxOffences:     opts.MaxOffences,
 	})
 	d.base, d.cancel = context.WithCancel(context.Background())
+	if d.client {
+		return d, nil
+	}
 	srv, err := NewServer(ServerOptions{
 		Transport: learningTransport{d},
 		Store:     d.store,
@@ -222,6 +238,9 @@ func (l learningTransport) Handle(t MsgType, h Handler) {
 // Table returns the routing table, for inspection (`weft dht`) and for
 // the node to Evict revoked nodes.
 func (d *DHT) Table() *Table { return d.table }
+
+// Client reports whether d is a DHT client (Options.Client).
+func (d *DHT) Client() bool { return d.client }
 
 // Self returns this node's contact.
 func (d *DHT) Self() Contact { return d.me }
@@ -341,6 +360,101 @@ func (d *DHT) Bootstrap(ctx context.Context, seeds []Peer) error {
 	return nil
 }
 
+// Ping sends a PING to peer and returns the round-trip time. A reply
+// offers the peer to the table when Options.Identify names it.
+func (d *DHT) Ping(ctx context.Context, to Peer) (time.Duration, error) {
+	ctx, end, err := d.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer end()
+	rtt, err := d.ping(ctx, to)
+	if err != nil {
+		return 0, fmt.Errorf("dht ping %s: %w", to, err)
+	}
+	if d.identify != nil {
+		if id, ok := d.identify(to); ok && !id.IsZero() {
+			d.table.Seen(Contact{ID: id, Peer: to}, rtt)
+		}
+	}
+	return rtt, nil
+}
+
+func (d *DHT) ping(ctx context.Context, to Peer) (time.Duration, error) {
+	var nb [8]byte
+	rand.Read(nb[:])
+	nonce := binary.BigEndian.Uint64(nb[:])
+	body, _ := PingRequest{Nonce: nonce}.MarshalBinary()
+	b, rtt, err := d.call(ctx, to, MsgPing, body)
+	if err != nil {
+		return 0, err
+	}
+	var resp PingResponse
+	if err := resp.UnmarshalBinary(b); err != nil {
+		return 0, err
+	}
+	if resp.Nonce != nonce {
+		return 0, fmt.Errorf("%w: PING reply echoes nonce %x, sent %x", ErrMalformed, resp.Nonce, nonce)
+	}
+	return rtt, nil
+}
+
+// MaintainStats says what one Maintain call did.
+type MaintainStats struct {
+	Pinged  int // least-recently-seen entries pinged
+	Evicted int // of those, evicted for not answering (a replacement took their place)
+}
+
+// Maintain applies Kademlia's eviction rule: it pings every entry
+// Table.PingCandidates names (the least recently seen entry of each full
+// bucket where a newcomer waits in the replacement cache), concurrently,
+// each up to MaxFailures times. An entry that answers moves to the tail of
+// its bucket and the newcomer keeps waiting; one that never answers (and
+// was not heard from meanwhile) is evicted and the best replacement takes
+// its place. The DHT starts no goroutines between calls, so the owner
+// calls Maintain on its own schedule: often (every few seconds) is cheap,
+// since a call with no candidates sends nothing. All pings have returned
+// when Maintain returns.
+func (d *DHT) Maintain(ctx context.Context) (MaintainStats, error) {
+	ctx, end, err := d.begin(ctx)
+	if err != nil {
+		return MaintainStats{}, err
+	}
+	defer end()
+	cands := d.table.PingCandidates()
+	evicted := make([]bool, len(cands))
+	var wg sync.WaitGroup
+	for i, e := range cands {
+		wg.Go(func() {
+			for range d.table.maxFailures {
+				rtt, err := d.ping(ctx, e.Contact.Peer)
+				if err == nil {
+					d.table.Seen(e.Contact, rtt)
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+			}
+			evicted[i] = d.table.EvictUnseen(e.Key, e.LastSeen)
+		})
+	}
+	wg.Wait()
+	st := MaintainStats{Pinged: len(cands)}
+	for _, ev := range evicted {
+		if ev {
+			st.Evicted++
+		}
+	}
+	if st.Evicted > 0 {
+		d.log.Debug("evicted unresponsive contacts", "pinged", st.Pinged, "evicted", st.Evicted)
+	}
+	if err := ctx.Err(); err != nil {
+		return st, fmt.Errorf("dht maintain: %w", err)
+	}
+	return st, nil
+}
+
 // Refresh looks up a random key in every bucket Table.Stale reports (no
 // lookup into its range for RefreshInterval) and returns how many it
 // refreshed. It stops early when ctx is done.
@@ -436,8 +550,10 @@ func (d *DHT) Get(ctx context.Context, key Key) (Record, LookupStats, error) {
 	nPaths := min(d.disjoint, len(seeds))
 	st := LookupStats{Paths: nPaths}
 	var best *found
-	if rec, ok := d.store.Get(key); ok {
-		best = &found{rec: rec, from: d.self, hop: 0}
+	if d.store != nil { // a client may have none
+		if rec, ok := d.store.Get(key); ok {
+			best = &found{rec: rec, from: d.self, hop: 0}
+		}
 	}
 	var all []found
 	if nPaths > 0 {
@@ -515,7 +631,8 @@ func (d *DHT) put(ctx context.Context, rec Record) (int, error) {
 		return 0, q
 	}
 	stored := 0
-	if len(closest) < d.k || CompareDistance(key, d.self, NodeKey(closest[len(closest)-1].ID)) < 0 {
+	// A client stores only remotely: nobody can fetch from it.
+	if !d.client && (len(closest) < d.k || CompareDistance(key, d.self, NodeKey(closest[len(closest)-1].ID)) < 0) {
 		if err := d.store.Put(Peer{}, key, rec.Value); err == nil {
 			stored++
 		} else {
@@ -573,6 +690,9 @@ func (d *DHT) Republish(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer end()
+	if d.store == nil {
+		return 0, nil
+	}
 	var recs []Record
 	d.store.Range(func(r Record) bool { recs = append(recs, r); return true })
 	n := 0

@@ -5,15 +5,19 @@
 // fetches records on its bootstrap nodes (Client with explicit servers).
 // The second, the Kademlia core of DESIGN.md (Table and DHT: k=20 buckets
 // with replacement caches and an Admit hook for certificate checks,
-// iterative FIND_NODE with alpha=3, S/Kademlia Get over d=3 disjoint paths
-// with every answer validated and liars scored down and banned, Put to the
-// k closest, Refresh and Republish), is built and tested on the in-memory
-// transport but not yet wired into the node (issue 3). Both share these
+// iterative FIND_NODE with alpha=3 and RTT-aware choice among equally
+// close candidates, S/Kademlia Get over d=3 disjoint paths with every
+// answer validated and liars scored down and banned, Put to the k closest,
+// Refresh and Republish, PING and Kademlia's eviction rule (Maintain),
+// client mode, and Gossip for what every node must learn fast), is built
+// and tested on the in-memory transport and in internal/sim at 10,000
+// nodes, but not yet wired into the node (issue 3). Both share these
 // pieces:
 //
 //   - Key is the 256-bit Kademlia ID space shared by record keys and node IDs,
 //     with XOR Distance, CommonPrefixLen and CompareDistance.
-//   - The messages are Kademlia's FIND_VALUE, STORE and FIND_NODE. Replies
+//   - The messages are Kademlia's FIND_VALUE, STORE, FIND_NODE and PING,
+//     and GOSSIP (push with a pull digest). Replies
 //     carry Contacts (node ID + transport address + transport key) so an
 //     iterative lookup can follow them; ServerOptions.Closest is where the
 //     routing table answers FIND_NODE (a DHT feeds it; a bare Server
@@ -23,6 +27,30 @@
 //     bootstrap list.
 //
 // Design decisions:
+//
+//   - Liveness. When a newcomer finds its bucket full it waits in the
+//     replacement cache and the bucket's least recently seen entry becomes
+//     due for a PING (Table.PingCandidates). DHT.Maintain, driven by the
+//     owner like Refresh, pings those entries (each up to MaxFailures
+//     times, concurrently, all returned before Maintain returns): an
+//     answer moves the entry to the tail, silence evicts it for the best
+//     replacement. Old live contacts are thus preferred (S/Kademlia) and
+//     dead ones do not wait for a lookup to notice them.
+//
+//   - Client mode (Options.Client) is for nodes behind NAT: no handlers
+//     are registered, so a client answers nothing, is never learned from
+//     a reply, and stores only remotely; the node's Identify keeps it out
+//     of tables when it asks. Its lookups and Gossip pulls work as usual.
+//
+//   - Gossip (gossip.go) spreads revocations and anchor-set changes: an
+//     immediate push to Fanout peers on first receipt, PushRounds more
+//     pushes in the owner-driven rounds, and in every round a pull by
+//     digest, so the uninformed fraction u falls to about u^(Fanout+1) per
+//     round. Fan-out peers are sampled across buckets in proportion to the
+//     ID space they cover (Table.Sample), approximating a uniform sample
+//     of the network. IDs are SHA-256 of the payload, deduplicated for
+//     Forget; each sender is rate-limited on new payloads and scored an
+//     offence per invalid one.
 //
 //   - Transport seam. dht does not import nat (they are siblings). It defines
 //     Transport (Call/Handle, the shape of nat's control RPC) and Peer; the

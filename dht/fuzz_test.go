@@ -74,3 +74,24 @@ func FuzzFindNodeResponse(f *testing.F) {
 		dht.FindNodeResponse{},
 		dht.FindNodeResponse{Contacts: []dht.Contact{contact(1, "192.0.2.1:1"), contact(2, "[2001:db8::2]:2")}})
 }
+
+func FuzzPingRequest(f *testing.F) {
+	fuzzDecoder(f, dht.PingRequest.MarshalBinary, dht.PingRequest{}, dht.PingRequest{Nonce: 0xdeadbeef})
+}
+
+func FuzzPingResponse(f *testing.F) {
+	fuzzDecoder(f, dht.PingResponse.MarshalBinary, dht.PingResponse{}, dht.PingResponse{Nonce: 42})
+}
+
+func FuzzGossipRequest(f *testing.F) {
+	fuzzDecoder(f, dht.GossipRequest.MarshalBinary,
+		dht.GossipRequest{},
+		dht.GossipRequest{Digest: [][8]byte{}},
+		dht.GossipRequest{Payloads: [][]byte{[]byte("a"), []byte("revocation")}, Digest: [][8]byte{{1, 2, 3, 4, 5, 6, 7, 8}}})
+}
+
+func FuzzGossipResponse(f *testing.F) {
+	fuzzDecoder(f, dht.GossipResponse.MarshalBinary,
+		dht.GossipResponse{},
+		dht.GossipResponse{Payloads: [][]byte{[]byte("a"), []byte("anchor set")}})
+}

@@ -28,6 +28,10 @@ import (
 //	StoreResponse      status(1) storedSeq(8) len(1) detail(UTF-8)
 //	FindNodeRequest    target(32)
 //	FindNodeResponse   count(1) contact*count
+//	PingRequest        nonce(8)
+//	PingResponse       nonce(8)
+//	GossipRequest      count(1) [len(2) payload]*count dcount(2) id(8)*dcount
+//	GossipResponse     count(1) [len(2) payload]*count
 //	contact            id(32) key(32) family(1; 4 or 6) ip(4 or 16) port(2)
 const (
 	wireVersion = 1
@@ -38,6 +42,10 @@ const (
 	tagFindValueResponse = 0x80 | byte(MsgFindValue)
 	tagStoreResponse     = 0x80 | byte(MsgStore)
 	tagFindNodeResponse  = 0x80 | byte(MsgFindNode)
+	tagPingRequest       = byte(MsgPing)
+	tagPingResponse      = 0x80 | byte(MsgPing)
+	tagGossipRequest     = byte(MsgGossip)
+	tagGossipResponse    = 0x80 | byte(MsgGossip)
 
 	flagFound = 1 << 0
 )
@@ -158,7 +166,22 @@ type FindNodeResponse struct {
 	Contacts []Contact
 }
 
+// PingRequest asks a node whether it is alive (Kademlia's PING). The
+// nonce is echoed so a reply cannot be replayed for another request.
+type PingRequest struct {
+	Nonce uint64
+}
+
+// PingResponse answers a PingRequest with its nonce.
+type PingResponse struct {
+	Nonce uint64
+}
+
 var (
+	_ encoding.BinaryMarshaler   = PingRequest{}
+	_ encoding.BinaryUnmarshaler = (*PingRequest)(nil)
+	_ encoding.BinaryMarshaler   = PingResponse{}
+	_ encoding.BinaryUnmarshaler = (*PingResponse)(nil)
 	_ encoding.BinaryMarshaler   = FindValueRequest{}
 	_ encoding.BinaryUnmarshaler = (*FindValueRequest)(nil)
 	_ encoding.BinaryMarshaler   = FindValueResponse{}
@@ -327,6 +350,42 @@ func (m *FindNodeResponse) UnmarshalBinary(b []byte) error {
 	d.header(tagFindNodeResponse)
 	var v FindNodeResponse
 	v.Contacts = d.contacts()
+	if err := d.finish(); err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// MarshalBinary encodes m.
+func (m PingRequest) MarshalBinary() ([]byte, error) {
+	b := header(make([]byte, 0, 2+8), tagPingRequest)
+	return binary.BigEndian.AppendUint64(b, m.Nonce), nil
+}
+
+// UnmarshalBinary decodes b into m.
+func (m *PingRequest) UnmarshalBinary(b []byte) error {
+	d := decoder{b: b, what: "PING request"}
+	d.header(tagPingRequest)
+	v := PingRequest{Nonce: d.uint64()}
+	if err := d.finish(); err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// MarshalBinary encodes m.
+func (m PingResponse) MarshalBinary() ([]byte, error) {
+	b := header(make([]byte, 0, 2+8), tagPingResponse)
+	return binary.BigEndian.AppendUint64(b, m.Nonce), nil
+}
+
+// UnmarshalBinary decodes b into m.
+func (m *PingResponse) UnmarshalBinary(b []byte) error {
+	d := decoder{b: b, what: "PING response"}
+	d.header(tagPingResponse)
+	v := PingResponse{Nonce: d.uint64()}
 	if err := d.finish(); err != nil {
 		return err
 	}

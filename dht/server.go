@@ -26,7 +26,8 @@ type ServerOptions struct {
 	Logger *slog.Logger
 }
 
-// Server answers FIND_VALUE, STORE and FIND_NODE requests from its Store.
+// Server answers FIND_VALUE, STORE and FIND_NODE requests from its Store,
+// and PING.
 // It has no goroutines of its own: handlers run on the Transport's.
 type Server struct {
 	store   *Store
@@ -35,7 +36,7 @@ type Server struct {
 }
 
 // NewServer returns a Server and registers its handlers on opts.Transport
-// for MsgFindValue, MsgStore and MsgFindNode.
+// for MsgFindValue, MsgStore, MsgFindNode and MsgPing.
 func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.Transport == nil {
 		return nil, errors.New("dht new server: ServerOptions.Transport must be non-nil")
@@ -51,7 +52,17 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	opts.Transport.Handle(MsgFindValue, s.handleFindValue)
 	opts.Transport.Handle(MsgStore, s.handleStore)
 	opts.Transport.Handle(MsgFindNode, s.handleFindNode)
+	opts.Transport.Handle(MsgPing, s.handlePing)
 	return s, nil
+}
+
+func (s *Server) handlePing(ctx context.Context, from Peer, body []byte) ([]byte, error) {
+	var req PingRequest
+	if err := req.UnmarshalBinary(body); err != nil {
+		s.log.Debug("bad request", "peer", from, "err", err)
+		return nil, err
+	}
+	return PingResponse{Nonce: req.Nonce}.MarshalBinary()
 }
 
 func (s *Server) handleFindValue(ctx context.Context, from Peer, body []byte) ([]byte, error) {

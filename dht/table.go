@@ -2,6 +2,8 @@ package dht
 
 import (
 	"crypto/rand"
+	"math"
+	mrand "math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -75,6 +77,7 @@ type kbucket struct {
 	live         []*tentry // LRU order: least recently seen first
 	replacements []*tentry // most recently seen last
 	lastLookup   time.Time // last lookup into this bucket's range
+	pingDue      bool      // a newcomer waits while the bucket is full
 }
 
 // Table is a Kademlia routing table: NumBuckets buckets of up to K contacts
@@ -89,6 +92,14 @@ type kbucket struct {
 // offences, is evicted and the most recently seen replacement (lowest RTT
 // among equally recent ones) takes its place. Offenders are remembered and
 // not re-admitted.
+//
+// Liveness (Kademlia's eviction rule): when a newcomer finds its bucket
+// full it waits in the replacement cache and the bucket's least recently
+// seen live entry becomes due for a PING; PingCandidates hands those out
+// and DHT.Maintain pings them, moving an answering entry to the tail and
+// replacing a silent one with the best replacement. Old contacts that stay
+// alive are thus never pushed out by newcomers, and dead ones do not
+// linger until a lookup happens to hit them.
 type Table struct {
 	self        Key
 	k           int
@@ -202,6 +213,7 @@ func (t *Table) Seen(c Contact, rtt time.Duration) bool {
 		return true
 	}
 	t.addReplacementLocked(kb, e)
+	kb.pingDue = kb.pingDue || t.maxRepl > 0
 	return false
 }
 
@@ -229,6 +241,7 @@ func (t *Table) touchLocked(b int, e *tentry, c Contact, rtt time.Duration) bool
 		return true
 	}
 	kb.replacements = append(kb.replacements, e)
+	kb.pingDue = true
 	return false
 }
 
@@ -321,6 +334,56 @@ func (t *Table) removeLocked(id Key) bool {
 		kb.live = append(kb.live, p)
 	}
 	return true
+}
+
+// PingCandidates returns, for every full bucket where a newcomer has
+// arrived since the last call, the least recently seen live entry: the one
+// Kademlia pings before letting the newcomer in. Each call consumes the
+// buckets' due marks, so a bucket's head is handed out once per arrival
+// burst. DHT.Maintain is the usual caller; an owner with its own PING can
+// use this with Seen (answered) and EvictUnseen (silent).
+func (t *Table) PingCandidates() []TableEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []TableEntry
+	for i := range t.buckets {
+		kb := &t.buckets[i]
+		if !kb.pingDue {
+			continue
+		}
+		kb.pingDue = false
+		if len(kb.live) > 0 && len(kb.replacements) > 0 {
+			out = append(out, kb.live[0].TableEntry)
+		}
+	}
+	return out
+}
+
+// EvictUnseen evicts id, promoting a replacement, unless it was seen after
+// lastSeen (it answered something else meanwhile). It reports whether id
+// was evicted. A failed PING of a PingCandidates entry ends here.
+func (t *Table) EvictUnseen(id Key, lastSeen time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.index[id]
+	if e == nil || e.LastSeen.After(lastSeen) {
+		return false
+	}
+	return t.removeLocked(id)
+}
+
+// KeyOf returns the table key of the live or replacement entry reached at
+// the transport key pk (the authenticated sender of a request), so that a
+// handler knowing only the Peer can score it.
+func (t *Table) KeyOf(pk [32]byte) (Key, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, e := range t.index {
+		if e.Contact.Peer.Key == pk {
+			return id, true
+		}
+	}
+	return Key{}, false
 }
 
 // Contains reports whether id is a live entry.
@@ -470,4 +533,68 @@ func (t *Table) RandomKeyInBucket(i int) Key {
 	byteI, mask := i/8, byte(0x80>>(i%8))
 	k[byteI] = k[byteI]&^mask | (^t.self[byteI])&mask
 	return k
+}
+
+// Sample returns up to n distinct live contacts spread over the ID space:
+// each pick first chooses a non-empty bucket with probability equal to the
+// share of the ID space it covers (bucket i covers 2^-(i+1); the deepest
+// non-empty bucket stands for everything deeper) and then a random entry
+// in it. A Kademlia table is dense near its own key, so picking entries
+// uniformly would favour close nodes; this approximates a uniform sample
+// of the network instead, which is what gossip fan-out needs.
+func (t *Table) Sample(n int) []Contact {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	deepest := -1
+	total := 0
+	for i := range t.buckets {
+		if l := len(t.buckets[i].live); l > 0 {
+			deepest = i
+			total += l
+		}
+	}
+	n = min(n, total)
+	if n <= 0 {
+		return nil
+	}
+	weights := make([]float64, deepest+1)
+	left := make([]int, deepest+1) // entries not yet picked per bucket
+	for i := range weights {
+		if left[i] = len(t.buckets[i].live); left[i] > 0 {
+			weights[i] = math.Ldexp(1, -(i + 1))
+		}
+	}
+	weights[deepest] = math.Ldexp(1, -deepest)
+	picked := make(map[*tentry]bool, n)
+	out := make([]Contact, 0, n)
+	for len(out) < n {
+		sum := 0.0
+		for _, w := range weights {
+			sum += w
+		}
+		r := mrand.Float64() * sum
+		b := 0
+		for b < deepest && (r >= weights[b] || weights[b] == 0) {
+			r -= weights[b]
+			b++
+		}
+		if weights[b] == 0 { // rounding at the end of the range
+			for weights[b] == 0 {
+				b--
+			}
+		}
+		live := t.buckets[b].live
+		for {
+			e := live[mrand.IntN(len(live))]
+			if !picked[e] {
+				picked[e] = true
+				out = append(out, e.Contact)
+				break
+			}
+		}
+		if left[b]--; left[b] == 0 {
+			weights[b] = 0
+		}
+	}
+	return out
 }

@@ -12,11 +12,14 @@ import (
 type MsgType uint8
 
 // Message types served by this package. The values match the nat constants
-// MsgFindValue=3, MsgStore=4 and MsgFindNode=5.
+// MsgFindValue=3, MsgStore=4, MsgFindNode=5 and MsgPing=7; MsgGossip=11 is
+// this package's (nat carries any type).
 const (
 	MsgFindValue MsgType = 3
 	MsgStore     MsgType = 4
 	MsgFindNode  MsgType = 5
+	MsgPing      MsgType = 7
+	MsgGossip    MsgType = 11
 )
 
 func (t MsgType) String() string {
@@ -27,6 +30,10 @@ func (t MsgType) String() string {
 		return "STORE"
 	case MsgFindNode:
 		return "FIND_NODE"
+	case MsgPing:
+		return "PING"
+	case MsgGossip:
+		return "GOSSIP"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
