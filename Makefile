@@ -6,6 +6,8 @@
 #   make test    vet + all tests (end-to-end included; root-only tests skip without root)
 #   make bench   throughput, memory and time-to-first-byte benchmarks, printed as a table
 #   make fuzz    run every fuzz target briefly (FUZZTIME=10s each by default)
+#   make sim     DHT and gossip simulator at N=10,000 (virtual time, churn, Byzantine nodes),
+#                printed as a table; fails if a target is missed
 
 GO        ?= go
 BIN       := bin/weft
@@ -14,7 +16,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 RUNFLAGS  ?= --socks5 127.0.0.1:1080 --http-proxy 127.0.0.1:8118
 
-.PHONY: setup build run test bench fuzz clean
+.PHONY: setup build run test bench fuzz sim clean
 
 setup:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -55,6 +57,9 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+sim:
+	$(GO) test ./internal/sim -run '^TestSimulate$$' -count=1 -v -timeout 30m -args -sim.full
 
 clean:
 	rm -rf bin
