@@ -18,6 +18,7 @@ type fuzzSeeds struct {
 	join    []byte
 	resp    [][]byte
 	record  []byte
+	record2 []byte // version 2: with rendezvous and relays
 	ident   []byte
 }
 
@@ -43,6 +44,10 @@ func newFuzzSeeds(f *testing.F) *fuzzSeeds {
 	rec := &NodeRecord{Cert: c, Seq: 3, Expires: t0.Add(time.Hour), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820")},
 		WGKey: [32]byte{7}}
 	rec.Sign(node)
+	rec2 := &NodeRecord{Cert: c, Seq: 4, Expires: t0.Add(time.Hour), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:51820")},
+		Rendezvous: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820"), netip.MustParseAddrPort("[2001:db8::1]:41641")},
+		Relays:     []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:3478")}}
+	rec2.Sign(node)
 	return &fuzzSeeds{
 		tn:      tn,
 		genesis: tn.g.Marshal(),
@@ -53,8 +58,9 @@ func newFuzzSeeds(f *testing.F) *fuzzSeeds {
 			NewJoinResponse(c, nil).marshal(),
 			NewJoinResponse(nil, reject(ReasonExpired, "expired")).marshal(),
 		},
-		record: rec.marshal(),
-		ident:  node.marshal(),
+		record:  rec.marshal(),
+		record2: rec2.marshal(),
+		ident:   node.marshal(),
 	}
 }
 
@@ -197,6 +203,7 @@ func FuzzUnmarshalJoinResponse(f *testing.F) {
 func FuzzUnmarshalNodeRecord(f *testing.F) {
 	s := newFuzzSeeds(f)
 	addMutations(f, s.record)
+	addMutations(f, s.record2)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := UnmarshalNodeRecord(b)
 		if err != nil {
@@ -208,7 +215,7 @@ func FuzzUnmarshalNodeRecord(f *testing.F) {
 		if !bytes.Equal(r.marshal(), b) {
 			t.Fatal("non-canonical: Marshal(Unmarshal(b)) != b")
 		}
-		if err := r.Verify(s.tn.g, t0); err == nil && !bytes.Equal(b, s.record) {
+		if err := r.Verify(s.tn.g, t0); err == nil && !bytes.Equal(b, s.record) && !bytes.Equal(b, s.record2) {
 			t.Fatal("modified record verified")
 		}
 		_, _ = r.Supersedes(r)

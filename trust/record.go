@@ -27,13 +27,37 @@ type NodeRecord struct {
 	// Ed25519 identity so the node can rotate it without new endorsements
 	// (Identity.RotateWG). Zero means Cert.WGKey.
 	WGKey [32]byte
+	// Rendezvous are the DHT servers a node behind NAT keeps bindings to
+	// (at most MaxRendezvous): others reach it through them. Empty means
+	// the node is publicly reachable itself (a DHT server).
+	Rendezvous []netip.AddrPort
+	// Relays are TURN relays the node may be reached through (at most
+	// MaxRelays); hints only.
+	Relays []netip.AddrPort
 	// Sig is the signature by Cert.SignKey over the fields above.
 	Sig []byte
 }
 
+// Node record versions. Version 1 has no Rendezvous and Relays; version 2
+// appends them. A record without either is always encoded as version 1, so
+// a node that has none publishes records every build reads, and each
+// record keeps exactly one encoding.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
+
+func (r *NodeRecord) version() uint8 {
+	if len(r.Rendezvous) > 0 || len(r.Relays) > 0 {
+		return recordV2
+	}
+	return recordV1
+}
+
 func (r *NodeRecord) encodeBody(e *encoder) {
+	v := r.version()
 	e.u8(tagNodeRecord)
-	e.u8(wireVersion)
+	e.u8(v)
 	if r.Cert != nil {
 		e.bytes(r.Cert.marshal())
 	} else {
@@ -46,6 +70,16 @@ func (r *NodeRecord) encodeBody(e *encoder) {
 		e.addrPort(ap)
 	}
 	e.raw(r.WGKey[:])
+	if v == recordV2 {
+		e.uvarint(uint64(len(r.Rendezvous)))
+		for _, ap := range r.Rendezvous {
+			e.addrPort(ap)
+		}
+		e.uvarint(uint64(len(r.Relays)))
+		for _, ap := range r.Relays {
+			e.addrPort(ap)
+		}
+	}
 }
 
 // WireGuardKey returns the key peers must use for the node: WGKey, or
@@ -157,7 +191,7 @@ func UnmarshalNodeRecord(b []byte) (*NodeRecord, error) {
 	}
 	d := decoder{b: b}
 	r := new(NodeRecord)
-	d.header(tagNodeRecord, "node record")
+	v := d.recordHeader()
 	r.Cert = d.certificate()
 	r.Seq = d.u64()
 	r.Expires = d.time()
@@ -166,11 +200,42 @@ func UnmarshalNodeRecord(b []byte) (*NodeRecord, error) {
 		r.Endpoints = append(r.Endpoints, d.addrPort())
 	}
 	d.array32(&r.WGKey)
+	if v == recordV2 {
+		n := d.length("rendezvous", MaxRendezvous)
+		for i := 0; i < n && d.err == nil; i++ {
+			r.Rendezvous = append(r.Rendezvous, d.addrPort())
+		}
+		n = d.length("relays", MaxRelays)
+		for i := 0; i < n && d.err == nil; i++ {
+			r.Relays = append(r.Relays, d.addrPort())
+		}
+		if d.err == nil && len(r.Rendezvous) == 0 && len(r.Relays) == 0 {
+			d.fail("version 2 without rendezvous or relays (must be encoded as version 1)")
+		}
+	}
 	r.Sig = d.bytes("signature", ed25519.SignatureSize)
 	if err := d.finish("node record"); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// recordHeader reads a node record's tag and version (1 or 2).
+func (d *decoder) recordHeader() uint8 {
+	t := d.u8()
+	v := d.u8()
+	if d.err != nil {
+		return 0
+	}
+	if t != tagNodeRecord {
+		d.fail("this is not a node record: wrong type tag %#x", t)
+		return 0
+	}
+	if v != recordV1 && v != recordV2 {
+		d.fail("node record version %d not supported (this build reads versions %d and %d; upgrade weft)", v, recordV1, recordV2)
+		return 0
+	}
+	return v
 }
 
 // Unmarshal decodes b into r (see UnmarshalNodeRecord).

@@ -560,6 +560,47 @@ func TestNodeRecord(t *testing.T) {
 		})
 	}
 
+	// Rendezvous and relays: version 2 when present, version 1 (the
+	// encoding of builds without them) otherwise.
+	if r.marshal()[1] != recordV1 {
+		t.Fatalf("record without rendezvous encoded as version %d, want %d", r.marshal()[1], recordV1)
+	}
+	rv := mk(7)
+	rv.Rendezvous = []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:41641")}
+	rv.Relays = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::3]:3478")}
+	if err := rv.Sign(node); err != nil {
+		t.Fatal(err)
+	}
+	b := rv.marshal()
+	if b[1] != recordV2 {
+		t.Fatalf("record with rendezvous encoded as version %d, want %d", b[1], recordV2)
+	}
+	rv2, err := UnmarshalNodeRecord(b)
+	if err != nil || !bytes.Equal(rv2.marshal(), b) || len(rv2.Rendezvous) != 1 || len(rv2.Relays) != 1 {
+		t.Fatalf("version 2 round trip: %+v, %v", rv2, err)
+	}
+	if err := rv2.Verify(tn.g, t0); err != nil {
+		t.Fatal(err)
+	}
+	rv2.Rendezvous[0] = netip.MustParseAddrPort("203.0.113.66:1")
+	wantReason(t, rv2.Verify(tn.g, t0), ReasonBadSignature)
+	// Version 2 with both lists empty is not canonical.
+	var e encoder
+	rv.Rendezvous, rv.Relays = nil, nil
+	rv.encodeBody(&e)
+	e.b[1] = recordV2
+	e.uvarint(0)
+	e.uvarint(0)
+	e.bytes(rv.Sig)
+	_, err = UnmarshalNodeRecord(e.b)
+	wantReason(t, err, ReasonMalformed)
+	// An unknown version says to upgrade.
+	b[1] = 9
+	_, err = UnmarshalNodeRecord(b)
+	if err == nil || !strings.Contains(err.Error(), "upgrade weft") {
+		t.Fatalf("version 9 record: %v, want an upgrade hint", err)
+	}
+
 	// Supersedes.
 	r5, r6 := mk(5), mk(6)
 	r5b := mk(5)

@@ -44,6 +44,10 @@ const (
 	MaxTags = 32
 	// MaxEndpoints bounds the endpoints of a node record.
 	MaxEndpoints = 32
+	// MaxRendezvous bounds the rendezvous servers of a node record.
+	MaxRendezvous = 8
+	// MaxRelays bounds the relays of a node record.
+	MaxRelays = 8
 	// MaxBootstrap bounds the bootstrap addresses of an invite.
 	MaxBootstrap = 16
 	// MaxAnchorEndpoints bounds the endpoints of one anchor in a genesis,
