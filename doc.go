@@ -7,7 +7,7 @@
 // A Node owns, in order of construction: its identity, genesis and membership
 // certificate from the state directory (package trust); one UDP socket (package
 // nat) carrying WireGuard and sealed control messages; a record store and
-// client (package dht) for node records; a gVisor userspace stack (package
+// a Kademlia DHT (package dht) for node records; a gVisor userspace stack (package
 // netstack) as the TUN device; and the wireguard-go device (package tunnel).
 //
 // Decisions:
@@ -18,10 +18,20 @@
 //     observed source address as endpoint, and answers with its own record.
 //     The first endpoint that answers becomes the WireGuard endpoint. This
 //     exchange is where ICE signalling plugs in later.
-//   - Records are published to every bootstrap node under three keys (node
-//     ID, name and each overlay address), so names and bare overlay IPs both
-//     resolve. Each node also serves FIND_VALUE/STORE itself, so any node can
-//     be a bootstrap.
+//   - Records are published in a Kademlia DHT (package dht) under four
+//     keys (node ID, name and each overlay address), on the k nodes
+//     closest to each, so names and bare overlay IPs both resolve. The node
+//     owns the DHT and supplies its policy: Admit lets a contact into the
+//     routing table only if its verified record names the contact's key
+//     and is a server's (records come from what the node verified before,
+//     else from a bounded background hello, so a hostile contact never
+//     stalls a lookup); Identify maps a request's authenticated key to a
+//     node the same way. Bootstrap nodes are only the way in.
+//   - Reachable nodes are DHT servers, nodes behind NAT clients: with
+//     DHTRoleAuto, a node asks a server to have two other nodes ping its
+//     advertised endpoints unsolicited (msgReachCheck/Probe/Ping, reach.go)
+//     and believes only a ping it receives. Clients name their rendezvous
+//     servers in their record.
 //   - Record sequence numbers are the publication time in nanoseconds, so a
 //     restarted node always supersedes its previous record without keeping a
 //     counter on disk.

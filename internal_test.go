@@ -124,3 +124,30 @@ func FuzzParseTransport(f *testing.F) {
 		packetSrc(b)
 	})
 }
+
+func FuzzDecodeReachProbe(f *testing.F) {
+	nonce := bytes.Repeat([]byte{7}, reachNonceLen)
+	seed, err := encodeReachProbe(nonce, [32]byte{1}, []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.1:41641"), netip.MustParseAddrPort("[2001:db8::1]:51820")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add(seed[:len(seed)-1])
+	f.Add(append(bytes.Clone(seed), 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		nonce, key, eps, err := decodeReachProbe(b)
+		if err != nil {
+			return
+		}
+		for _, ep := range eps {
+			if !ep.IsValid() || ep.Addr().IsUnspecified() || ep.Port() == 0 {
+				t.Fatalf("decoded unusable endpoint %v", ep)
+			}
+		}
+		again, err := encodeReachProbe(nonce, key, eps)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs: %x vs %x (%v)", again, b, err)
+		}
+	})
+}

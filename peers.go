@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/weft-net/weft/addr"
+	"github.com/weft-net/weft/dht"
 	"github.com/weft-net/weft/nat"
 	"github.com/weft-net/weft/trust"
 	"github.com/weft-net/weft/tunnel"
@@ -130,15 +132,23 @@ func (n *Node) reapIdle() {
 // maxResumePeers bounds how many peers are remembered across restarts.
 const maxResumePeers = 256
 
-// savePeers writes the current peers' records to the state directory if
-// they changed since the last save.
+// maxSavedContacts bounds the DHT contacts remembered across restarts.
+const maxSavedContacts = 16
+
+// savePeers writes the current peers' records and the closest DHT
+// contacts to the state directory if they changed since the last save.
 func (n *Node) savePeers() {
+	var contacts []netip.AddrPort
+	for _, c := range n.dht.Table().Closest(dht.NodeKey(n.cert.NodeID), maxSavedContacts) {
+		contacts = append(contacts, c.Peer.Addr)
+	}
 	n.mu.Lock()
-	if !n.peersDirty {
+	if !n.peersDirty && slices.Equal(contacts, n.savedContacts) {
 		n.mu.Unlock()
 		return
 	}
 	n.peersDirty = false
+	n.savedContacts = contacts
 	var recs [][]byte
 	for _, p := range n.peers {
 		if len(recs) == maxResumePeers {
@@ -157,6 +167,9 @@ func (n *Node) savePeers() {
 		return
 	}
 	st.Peers = recs
+	if len(contacts) > 0 {
+		st.Contacts = contacts // an empty table keeps the last good list
+	}
 	if err := saveNodeState(n.cfg.StateDir, st); err != nil {
 		n.logger.Warn("could not save peers", "err", err)
 	}
@@ -181,7 +194,7 @@ func (n *Node) resume(recs [][]byte) {
 			if p, err := n.Resolve(ctx, rec.Cert.NodeID.String()); err == nil && p.rec.Seq > rec.Seq {
 				rec = p.rec
 			}
-			if err := n.connectExchange(ctx, rec); err != nil {
+			if err := n.connect(ctx, rec); err != nil {
 				n.logger.Debug("previous peer not reachable", "name", rec.Cert.Name, "err", err)
 			}
 		}()
@@ -205,7 +218,7 @@ func (n *Node) connectPeer(ctx context.Context, rec *trust.NodeRecord) error {
 			done := make(chan struct{})
 			n.dialing[id] = done
 			n.mu.Unlock()
-			err := n.connectExchange(ctx, rec)
+			err := n.connect(ctx, rec)
 			n.mu.Lock()
 			delete(n.dialing, id)
 			n.mu.Unlock()
@@ -227,6 +240,16 @@ func (n *Node) connectExchange(ctx context.Context, rec *trust.NodeRecord) error
 	if len(rec.Endpoints) == 0 {
 		return fmt.Errorf("peer %s advertises no endpoint", rec.Cert.Name)
 	}
+	ep, best, err := n.connectDirect(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return n.setPeer(best, ep, "direct: peer answered on "+ep.String(), true)
+}
+
+// connectDirect is connectExchange without setting the peer up: the
+// endpoint that answered and the newer of the two records.
+func (n *Node) connectDirect(ctx context.Context, rec *trust.NodeRecord) (netip.AddrPort, *trust.NodeRecord, error) {
 	own := n.ownRecord()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -262,9 +285,9 @@ func (n *Node) connectExchange(ctx context.Context, rec *trust.NodeRecord) error
 		if best.Seq < rec.Seq {
 			best = rec
 		}
-		return n.setPeer(best, r.ep, "direct: peer answered on "+r.ep.String(), true)
+		return r.ep, best, nil
 	}
-	return fmt.Errorf("peer %s unreachable on all %d endpoints (is it up?): %w", rec.Cert.Name, len(rec.Endpoints), errors.Join(errs...))
+	return netip.AddrPort{}, nil, fmt.Errorf("peer %s unreachable on all %d endpoints (is it up?): %w", rec.Cert.Name, len(rec.Endpoints), errors.Join(errs...))
 }
 
 // Status is a snapshot of the node and its peers. Its JSON form is what
@@ -290,9 +313,13 @@ type Status struct {
 	UAPI      string           `json:"uapi,omitempty"`
 	Bootstrap []netip.AddrPort `json:"bootstrap"`
 	// BootstrapReachable counts the bootstrap nodes that answered.
-	BootstrapReachable int          `json:"bootstrap_reachable"`
-	CertExpires        time.Time    `json:"cert_expires"`
-	Peers              []PeerStatus `json:"peers"`
+	BootstrapReachable int `json:"bootstrap_reachable"`
+	// DHTRole is the node's DHT role (server or client) and DHTContacts
+	// the live entries of its routing table; `weft dht` has the rest.
+	DHTRole     DHTRole      `json:"dht_role"`
+	DHTContacts int          `json:"dht_contacts"`
+	CertExpires time.Time    `json:"cert_expires"`
+	Peers       []PeerStatus `json:"peers"`
 	// SpoofedDrops counts packets dropped because a peer sent them with a
 	// source address that is not its own.
 	SpoofedDrops uint64 `json:"spoofed_drops"`
@@ -312,7 +339,7 @@ type PeerStatus struct {
 	IPv4     netip.Addr     `json:"ipv4"`
 	IPv6     netip.Addr     `json:"ipv6"`
 	Endpoint netip.AddrPort `json:"endpoint"`
-	// Path is "direct" (relays arrive with NAT traversal).
+	// Path is "direct" or "relay" (through a TURN relay).
 	Path string `json:"path"`
 	// Reason says why the path is what it is.
 	Reason        string    `json:"reason"`
@@ -334,9 +361,12 @@ func (n *Node) Status() (Status, error) {
 	for _, s := range stats {
 		byKey[s.PublicKey] = s
 	}
+	role, _, _ := n.role()
+	contacts := n.dht.Table().Len()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st := Status{
+		DHTRole: role, DHTContacts: contacts,
 		NodeID: n.cert.NodeID, Name: n.cert.Name, Network: n.genesis.Name, NetworkID: n.netID,
 		Domain: n.genesis.Domain, IPv4: n.cert.IPv4, IPv6: n.cert.IPv6(), Listen: n.conn.LocalAddr(),
 		Endpoints: n.endpoints, Anchor: n.anchorState() != nil, Bootstrap: n.bootAddrs,
@@ -364,7 +394,7 @@ func (n *Node) Status() (Status, error) {
 	for _, p := range n.peers {
 		c := p.rec.Cert
 		ps := PeerStatus{Name: c.Name, NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(),
-			Endpoint: p.endpoint, Path: "direct", Reason: p.reason}
+			Endpoint: p.endpoint, Path: pathKind(p.reason), Reason: p.reason}
 		if s, ok := byKey[p.rec.WireGuardKey()]; ok {
 			if s.Endpoint.IsValid() {
 				ps.Endpoint = s.Endpoint

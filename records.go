@@ -8,28 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weft-net/weft/addr"
 	"github.com/weft-net/weft/dht"
-	"github.com/weft-net/weft/nat"
 	"github.com/weft-net/weft/trust"
 )
-
-// transport adapts the node's socket to dht.Transport.
-type transport struct{ c *nat.Conn }
-
-func (t transport) Call(ctx context.Context, to dht.Peer, mt dht.MsgType, body []byte) ([]byte, error) {
-	return t.c.Call(ctx, nat.Peer{Addr: to.Addr, Key: to.Key}, nat.MsgType(mt), body)
-}
-
-func (t transport) Handle(mt dht.MsgType, h dht.Handler) {
-	t.c.Handle(nat.MsgType(mt), func(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
-		return h(ctx, dht.Peer{Addr: from.Addr, Key: from.Key}, body)
-	})
-}
-
-var _ dht.Transport = transport{}
 
 // validator accepts a value under a key only if it is a node record that
 // verifies against the network's genesis and that the key names: its node
@@ -50,8 +36,19 @@ func (v validator) Validate(key dht.Key, value []byte, now time.Time) (uint64, t
 	return 0, time.Time{}, fmt.Errorf("record of %s (%s) does not belong under key %s", c.Name, c.NodeID.Short(), key.Short())
 }
 
-// verifyRecord decodes and verifies a node record.
+// verifyRecord decodes and verifies a node record, and remembers the
+// node's key for the DHT (learn).
 func (n *Node) verifyRecord(b []byte, now time.Time) (*trust.NodeRecord, error) {
+	rec, err := n.checkRecord(b, now)
+	if err != nil {
+		return nil, err
+	}
+	n.learn(rec)
+	return rec, nil
+}
+
+// checkRecord decodes and verifies a node record without learning from it.
+func (n *Node) checkRecord(b []byte, now time.Time) (*trust.NodeRecord, error) {
 	rec, err := trust.UnmarshalNodeRecord(b)
 	if err != nil {
 		return nil, err
@@ -79,11 +76,12 @@ func (n *Node) signRecordLocked() error {
 		expires = n.cert.NotAfter // a record never outlives its certificate
 	}
 	rec := &trust.NodeRecord{
-		Cert:      n.cert,
-		Seq:       seq,
-		Expires:   expires,
-		Endpoints: append([]netip.AddrPort(nil), n.endpoints...),
-		WGKey:     n.id.WGPublic(),
+		Cert:       n.cert,
+		Seq:        seq,
+		Expires:    expires,
+		Endpoints:  append([]netip.AddrPort(nil), n.endpoints...),
+		WGKey:      n.id.WGPublic(),
+		Rendezvous: n.rendezvousAddrsLocked(),
 	}
 	if err := rec.Sign(n.id); err != nil {
 		return fmt.Errorf("sign node record: %w", err)
@@ -132,11 +130,33 @@ func (n *Node) publishInitial(ctx context.Context) error {
 	// Not held across publish: applying synced statements saves the view
 	// under stateMu.
 	n.stateMu.Unlock()
+	// An auto-role node learns its role before its first DHT request, so
+	// that a node behind NAT never enters routing tables as a server
+	// (costing others timeouts): a reachable node knows within a few
+	// round trips, an unreachable one after reachPingWait.
+	if _, forced, _ := n.role(); !forced {
+		rctx, cancel := context.WithTimeout(ctx, reachPingWait+2*time.Second)
+		if !(len(n.resolveBootstrap(rctx)) > 0 && n.checkReachability(rctx)) {
+			n.reachInconclusive.Store(true) // the maintain loop asks again soon
+		}
+		cancel()
+		n.mu.Lock()
+		err := n.signRecordLocked() // with the role's rendezvous
+		raw := n.recordRaw
+		n.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		n.storeRecord(n.record, raw)
+		n.takeRepublish()
+	}
 	// A first publication attempt, bounded, so that a node started with a
 	// live bootstrap is findable when Start returns.
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	n.publish(pctx)
+	if !n.publish(pctx) {
+		n.republishSoon()
+	}
 	return nil
 }
 
@@ -144,19 +164,27 @@ func (n *Node) publishInitial(ctx context.Context) error {
 // directory.
 const saveInterval = 30 * time.Second
 
-// maintain republishes the record before it ages, retries unreachable
-// bootstrap nodes with backoff, and saves the peer list, until the node
-// closes.
+// maintain keeps the node in the DHT until the node closes: it bootstraps
+// (with backoff) while the routing table is small or a bootstrap node was
+// never reached, republishes the node's record to the k closest nodes,
+// refreshes stale buckets, replicates held records, keeps a client's
+// rendezvous bindings and an auto-role node's reachability current; and
+// besides, reaps idle peers, renews the certificate, rotates keys and
+// saves the peer list.
 func (n *Node) maintain() {
 	defer n.wg.Done()
 	retry := time.Second
-	nextRetry := n.now().Add(retry)
-	lastPublish := n.now()
+	start := n.now()
+	nextBoot := start.Add(retry)
+	lastPublish, lastRefresh, lastReplicate, lastSave, lastRotate, lastLiveness := start, start, start, start, start, start
+	var nextRenew, lastRendezvous, nextPublishRetry time.Time
+	nextReach := start.Add(reachRecheck) // Start checked (or set the retry flag)
+	publishRetry := time.Second
+	// replicating: a Republish of held records runs.
+	var replicating atomic.Bool
+	_, forced, _ := n.role()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastSave := n.now()
-	var nextRenew time.Time
-	lastRotate := n.now()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -184,14 +212,49 @@ func (n *Node) maintain() {
 			n.savePeers()
 			lastSave = now
 		}
+
+		// Join (again) while the table is small: a lone node bootstraps
+		// as soon as a bootstrap node answers.
 		n.mu.Lock()
 		missing := len(n.bootPeers) < len(n.selfExcludedBootstrapLocked())
 		n.mu.Unlock()
-		due := now.Sub(lastPublish) >= n.cfg.RecordTTL/3
-		if !due && !(missing && !now.Before(nextRetry)) {
-			continue
+		small := n.dht.Table().Len() < smallTable
+		grew := false
+		if (small || missing) && !now.Before(nextBoot) {
+			before := n.dht.Table().Len()
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			n.joinDHT(ctx)
+			cancel()
+			grew = before == 0 && n.dht.Table().Len() > 0
+			retry = min(retry*2, bootstrapRetryMax)
+			nextBoot = n.now().Add(retry)
+		} else if !small && !missing {
+			retry = time.Second
 		}
-		if due {
+
+		role, _, _ := n.role()
+		if role == DHTRoleClient && now.Sub(lastRendezvous) >= rendezvousKeepalive {
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			n.keepRendezvous(ctx)
+			cancel()
+			lastRendezvous = now
+		}
+		if !forced && !now.Before(nextReach) && (n.dht.Table().Len() > 0 || !missing) {
+			nextReach = now.Add(reachRecheck)
+			n.goBackground(func(ctx context.Context) {
+				if !n.checkReachability(ctx) {
+					n.reachInconclusive.Store(true)
+				}
+			})
+		}
+		if n.reachInconclusive.Swap(false) {
+			nextReach = now.Add(reachRetry)
+		}
+
+		n.disc.mu.Lock()
+		retryDue := n.disc.retryPublish && !now.Before(nextPublishRetry)
+		n.disc.mu.Unlock()
+		if now.Sub(lastPublish) >= n.cfg.RepublishInterval || n.takeRepublish() || grew || retryDue {
 			n.mu.Lock()
 			err := n.signRecordLocked()
 			raw := n.recordRaw
@@ -200,19 +263,49 @@ func (n *Node) maintain() {
 				n.logger.Warn("re-sign record", "err", err)
 				continue
 			}
-			for _, k := range recordKeys(n.cert) {
+			for _, k := range recordKeys(n.certificate()) {
 				_ = n.store.Put(dht.Peer{}, k, raw)
 			}
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			ok := n.publish(ctx)
+			cancel()
 			lastPublish = now
+			n.disc.mu.Lock()
+			n.disc.retryPublish = !ok
+			n.disc.mu.Unlock()
+			if ok {
+				publishRetry = time.Second
+			} else {
+				publishRetry = min(2*publishRetry, bootstrapRetryMax)
+				nextPublishRetry = n.now().Add(publishRetry)
+			}
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		n.publish(ctx)
-		cancel()
-		if missing {
-			retry = min(retry*2, 30*time.Second)
-			nextRetry = n.now().Add(retry)
-		} else {
-			retry = time.Second
+		if now.Sub(lastLiveness) >= livenessCheck {
+			ctx, cancel := context.WithTimeout(n.ctx, 2*dhtTimeout)
+			if st, err := n.dht.Maintain(ctx); err != nil || st.Evicted > 0 {
+				n.logger.Debug("dht liveness", "pinged", st.Pinged, "evicted", st.Evicted, "err", err)
+			}
+			cancel()
+			lastLiveness = now
+		}
+		if now.Sub(lastRefresh) >= refreshCheck {
+			ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+			if k, err := n.dht.Refresh(ctx); err != nil || k > 0 {
+				n.logger.Debug("dht refresh", "buckets", k, "err", err)
+			}
+			cancel()
+			lastRefresh = now
+		}
+		if now.Sub(lastReplicate) >= n.cfg.RecordTTL/2 && replicating.CompareAndSwap(false, true) {
+			lastReplicate = now
+			n.goBackground(func(ctx context.Context) {
+				defer replicating.Store(false)
+				ctx, cancel := context.WithTimeout(ctx, n.cfg.RecordTTL/4)
+				defer cancel()
+				if k, err := n.dht.Republish(ctx); err != nil {
+					n.logger.Debug("dht republish", "records", k, "err", err)
+				}
+			})
 		}
 	}
 }
@@ -240,6 +333,9 @@ func containsAddr(list []netip.AddrPort, a netip.AddrPort) bool {
 	return false
 }
 
+// helloTimeout bounds one hello to a bootstrap node or remembered contact.
+const helloTimeout = 2 * time.Second
+
 // resolveBootstrap learns the keys of bootstrap nodes it has not reached yet
 // with a plain hello, whose answer is their signed record.
 func (n *Node) resolveBootstrap(ctx context.Context) []dht.Peer {
@@ -260,7 +356,9 @@ func (n *Node) resolveBootstrap(ctx context.Context) []dht.Peer {
 	ch := make(chan res, len(todo))
 	for _, a := range todo {
 		go func() {
-			body, from, err := n.conn.CallHello(ctx, a, nil)
+			hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+			body, from, err := n.conn.CallHello(hctx, a, nil)
+			cancel()
 			if err != nil {
 				n.logger.Debug("bootstrap hello failed", "addr", a, "err", err)
 				ch <- res{}
@@ -309,34 +407,141 @@ func (n *Node) storeRecord(rec *trust.NodeRecord, raw []byte) {
 	}
 }
 
-// publish stores our record on every reachable bootstrap node.
-func (n *Node) publish(ctx context.Context) {
-	servers := n.resolveBootstrap(ctx)
-	if len(servers) == 0 {
+// joinDHT bootstraps the DHT from the bootstrap nodes that answer, or,
+// with none (after joining, the bootstrap nodes may all be gone), from the
+// routing table itself.
+func (n *Node) joinDHT(ctx context.Context) {
+	var seeds, saved []dht.Peer
+	if n.dht.Table().Len() == 0 && len(n.contactAddrs) > 0 {
+		// Not in the DHT: ask the contacts of the previous run at the same
+		// time, in case every bootstrap node is gone.
+		var wg sync.WaitGroup
+		wg.Go(func() { saved = n.helloSeeds(ctx, n.contactAddrs) })
+		seeds = n.resolveBootstrap(ctx)
+		wg.Wait()
+	} else {
+		seeds = n.resolveBootstrap(ctx)
+	}
+	seeds = append(seeds, saved...)
+	if len(seeds) == 0 && n.dht.Table().Len() == 0 {
 		return
 	}
-	n.syncTrust(ctx, servers)
-	raw := n.ownRecord()
-	for _, k := range recordKeys(n.cert) {
-		if err := n.client.Put(ctx, servers, k, raw); err != nil {
-			n.logger.Warn("publish record", "key", k.Short(), "err", err)
-		}
+	if err := n.dht.Bootstrap(ctx, seeds); err != nil {
+		n.logger.Debug("dht bootstrap", "seeds", len(seeds), "err", err)
+		return
 	}
+	n.logger.Debug("dht bootstrapped", "seeds", len(seeds), "contacts", n.dht.Table().Len())
+}
+
+// helloSeeds learns the keys of the nodes at addrs with plain hellos, in
+// parallel, and returns those whose records verify: DHT seeds when no
+// bootstrap node answers (contacts of the previous run).
+func (n *Node) helloSeeds(ctx context.Context, addrs []netip.AddrPort) []dht.Peer {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		seeds []dht.Peer
+	)
+	for _, a := range addrs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, helloTimeout)
+			defer cancel()
+			body, from, err := n.conn.CallHello(ctx, a, nil)
+			if err != nil {
+				return
+			}
+			rec, err := n.verifyRecord(body, n.now())
+			if err != nil || rec.WireGuardKey() != from.Key || rec.Cert.NodeID == n.cert.NodeID {
+				return
+			}
+			mu.Lock()
+			seeds = append(seeds, dht.Peer{Addr: a, Key: from.Key})
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return seeds
+}
+
+// publish pulls the trust statements of the bootstrap nodes, joins the
+// DHT if the table is empty, and stores the node's record on the k nodes
+// closest to each of its keys (node ID, name, overlay addresses).
+func (n *Node) publish(ctx context.Context) bool {
+	if n.dht.Table().Len() == 0 {
+		// Half the time to join, at most: the Puts need the rest (the
+		// maintain loop keeps bootstrapping a small table on its own).
+		jctx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			jctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+		}
+		n.joinDHT(jctx)
+		cancel()
+	} else {
+		n.resolveBootstrap(ctx)
+	}
+	n.mu.Lock()
+	seeds := make([]dht.Peer, 0, len(n.bootPeers))
+	for _, p := range n.bootPeers {
+		seeds = append(seeds, p)
+	}
+	n.mu.Unlock()
+	// A bootstrap node that went away must not hold up the publication.
+	var wg sync.WaitGroup
+	wg.Go(func() { n.syncTrust(ctx, seeds) })
+	ok := n.publishOwn(ctx)
+	wg.Wait()
+	return ok
+}
+
+// publishOwn Puts the node's current record under each of its keys, in
+// parallel, and reports whether every Put reached some node.
+func (n *Node) publishOwn(ctx context.Context) bool {
+	raw := n.ownRecord()
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for _, k := range recordKeys(n.certificate()) {
+		wg.Go(func() {
+			stored, err := n.dht.Put(ctx, k, raw)
+			switch {
+			case err == nil:
+				n.logger.Debug("published record", "key", k.Short(), "stored_on", stored)
+				return
+			case errors.Is(err, dht.ErrNoContacts) || n.dht.Table().Len() == 0:
+				n.logger.Debug("record not published: no DHT contacts yet", "key", k.Short())
+			default:
+				n.logger.Warn("publish record; will retry", "key", k.Short(), "err", err)
+			}
+			failed.Store(true)
+		})
+	}
+	wg.Wait()
+	return !failed.Load()
+}
+
+// republishSoon makes the maintain loop publish the record again on one
+// of its next ticks (a publication failed).
+func (n *Node) republishSoon() {
+	n.disc.mu.Lock()
+	n.disc.retryPublish = true
+	n.disc.mu.Unlock()
 }
 
 // Peer describes another node of the overlay.
 type Peer struct {
-	Name   string
-	NodeID addr.NodeID
-	IPv4   netip.Addr
-	IPv6   netip.Addr
-	Tags   []string
+	Name   string      `json:"name"`
+	NodeID addr.NodeID `json:"node_id"`
+	IPv4   netip.Addr  `json:"ipv4"`
+	IPv6   netip.Addr  `json:"ipv6"`
+	Tags   []string    `json:"tags,omitempty"`
 	// Endpoints are the UDP addresses the peer advertises.
-	Endpoints []netip.AddrPort
+	Endpoints []netip.AddrPort `json:"endpoints"`
+	// Rendezvous are the DHT servers a peer behind NAT is reached through
+	// (empty for a DHT server).
+	Rendezvous []netip.AddrPort `json:"rendezvous,omitempty"`
 	// Expires is when the peer's current record expires.
-	Expires time.Time
+	Expires time.Time `json:"expires"`
 	// Seq is the record's sequence number.
-	Seq uint64
+	Seq uint64 `json:"seq"`
 
 	rec *trust.NodeRecord
 }
@@ -344,77 +549,87 @@ type Peer struct {
 func peerFromRecord(rec *trust.NodeRecord) Peer {
 	c := rec.Cert
 	return Peer{Name: c.Name, NodeID: c.NodeID, IPv4: c.IPv4, IPv6: c.IPv6(), Tags: c.Tags,
-		Endpoints: rec.Endpoints, Expires: rec.Expires, Seq: rec.Seq, rec: rec}
+		Endpoints: rec.Endpoints, Rendezvous: rec.Rendezvous, Expires: rec.Expires, Seq: rec.Seq, rec: rec}
 }
 
 // Resolve finds the node that host names: a bare name ("api"), a name in the
 // network's domain ("api.weft.internal"), "<nodeid>.id.<domain>", a node ID
-// in hex, or one of the node's overlay IPs. The record comes from the local
-// store and the bootstrap nodes, verified, highest sequence first.
+// in hex, or one of the node's overlay IPs. The record is looked up in the
+// DHT (over disjoint paths, verified, highest sequence number first); one
+// found less than Config.LookupCache ago is used without asking again.
 func (n *Node) Resolve(ctx context.Context, host string) (Peer, error) {
+	p, _, err := n.lookup(ctx, host, false)
+	return p, err
+}
+
+// lookup resolves host, from the short cache unless force, else with a
+// DHT Get. st is the Get's statistics, zero when none ran.
+func (n *Node) lookup(ctx context.Context, host string, force bool) (Peer, dht.LookupStats, error) {
+	var st dht.LookupStats
 	if n.isClosed() {
-		return Peer{}, ErrClosed
+		return Peer{}, st, ErrClosed
 	}
 	key, err := n.keyFor(host)
 	if err != nil {
-		return Peer{}, err
+		return Peer{}, st, err
 	}
-	if host == n.cert.Name || key == dht.NodeKey(n.cert.NodeID) || key == dht.IPKey(n.cert.IPv4) || key == dht.IPKey(n.cert.IPv6()) {
-		n.mu.Lock()
-		rec := n.record
-		n.mu.Unlock()
-		return peerFromRecord(rec), nil
+	for _, k := range recordKeys(n.certificate()) {
+		if k == key {
+			n.mu.Lock()
+			rec := n.record
+			n.mu.Unlock()
+			return peerFromRecord(rec), st, nil
+		}
 	}
 	now := n.now()
-	var best *trust.NodeRecord
-	var bestRaw []byte
-	if r, ok := n.store.Get(key); ok {
-		if rec, err := n.verifyRecord(r.Value, now); err == nil {
-			best, bestRaw = rec, r.Value
-			n.mu.Lock()
-			fetched, ok := n.fetched[key]
-			n.mu.Unlock()
-			if ok && now.Sub(fetched) < lookupCache {
-				return peerFromRecord(rec), nil
+	if !force {
+		n.mu.Lock()
+		f, ok := n.fetched[key]
+		n.mu.Unlock()
+		if ok && now.Sub(f.at) < n.cfg.LookupCache {
+			if rec, err := n.verifyRecord(f.raw, now); err == nil {
+				return peerFromRecord(rec), st, nil
 			}
 		}
 	}
-	servers := n.resolveBootstrap(ctx)
-	var lookupErr error
-	if len(servers) > 0 {
-		r, err := n.client.Get(ctx, servers, key)
-		if err == nil {
-			n.mu.Lock()
-			if len(n.fetched) > 4096 {
-				clear(n.fetched)
-			}
-			n.fetched[key] = now
-			n.mu.Unlock()
-			rec, verr := n.verifyRecord(r.Value, now)
-			if verr == nil && (best == nil || rec.Seq > best.Seq) {
-				best, bestRaw = rec, r.Value
-			}
-		} else {
-			lookupErr = err
-		}
+	if n.dht.Table().Len() == 0 {
+		// Not joined yet (or every contact is gone): try the bootstrap
+		// nodes first, within the caller's time.
+		n.joinDHT(ctx)
 	}
-	if best == nil {
-		if lookupErr != nil && !errors.Is(lookupErr, dht.ErrNotFound) {
-			return Peer{}, fmt.Errorf("resolve %q: %w", host, lookupErr)
+	r, st, err := n.dht.Get(ctx, key)
+	if err != nil {
+		switch {
+		case errors.Is(err, dht.ErrNoContacts) && len(n.bootAddrs) > 0:
+			return Peer{}, st, fmt.Errorf("resolve %q: %w (no DHT node reachable: is `weft up` running on a bootstrap node %v?)", host, ErrNotFound, n.bootAddrs)
+		case errors.Is(err, dht.ErrNotFound) || errors.Is(err, dht.ErrNoContacts):
+			return Peer{}, st, fmt.Errorf("resolve %q: %w", host, ErrNotFound)
 		}
-		if len(servers) == 0 && len(n.bootAddrs) > 0 {
-			return Peer{}, fmt.Errorf("resolve %q: %w (no bootstrap node reachable: is `weft up` running on %v?)", host, ErrNotFound, n.bootAddrs)
-		}
-		return Peer{}, fmt.Errorf("resolve %q: %w", host, ErrNotFound)
+		return Peer{}, st, fmt.Errorf("resolve %q: %w", host, err)
 	}
-	n.storeRecord(best, bestRaw)
-	return peerFromRecord(best), nil
+	// The Get may have answered from the local store, which a revocation
+	// or expiry can have overtaken: verify again.
+	rec, err := n.verifyRecord(r.Value, n.now())
+	if err != nil {
+		n.countReject(err)
+		return Peer{}, st, fmt.Errorf("resolve %q: %w (the only record found was refused: %v)", host, ErrNotFound, err)
+	}
+	// Kept for the short cache only: the local store holds what this
+	// node is responsible for (and republishes it), not what it asked for.
+	n.mu.Lock()
+	if len(n.fetched) > 4096 {
+		clear(n.fetched)
+	}
+	n.fetched[key] = fetchedRecord{raw: r.Value, at: now}
+	n.mu.Unlock()
+	return peerFromRecord(rec), st, nil
 }
 
-// lookupCache is how long a record fetched from the bootstrap nodes is used
-// without asking again: long enough that a burst of dials costs one lookup,
-// short enough that a restarted peer (new record, new sequence) is noticed.
-const lookupCache = 15 * time.Second
+// fetchedRecord is a record found in the DHT, and when.
+type fetchedRecord struct {
+	raw []byte
+	at  time.Time
+}
 
 // keyFor maps a host string to the record key that finds it.
 func (n *Node) keyFor(host string) (dht.Key, error) {

@@ -49,6 +49,9 @@ type nodeState struct {
 	// tunnels with; a restarted node reconnects to them at once, so they
 	// learn its new session (and endpoint) without waiting for a lookup.
 	Peers [][]byte `json:"peers,omitempty"`
+	// Contacts are DHT contacts of the last run (the closest to the node):
+	// seeds for rejoining the DHT when no bootstrap node answers.
+	Contacts []netip.AddrPort `json:"dht_contacts,omitempty"`
 }
 
 func loadNodeState(dir string) (nodeState, error) {

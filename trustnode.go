@@ -192,7 +192,7 @@ func (n *Node) followAnchorRole() {
 }
 
 // onRevoked tears down everything of a revoked node: its tunnel, its
-// records here, cached DNS answers.
+// records here, its routing-table entry, cached DNS answers.
 func (n *Node) onRevoked(r *trust.Revocation) {
 	id := r.NodeID
 	if id == n.cert.NodeID {
@@ -232,6 +232,9 @@ func (n *Node) onRevoked(r *trust.Revocation) {
 		rec, _ = trust.UnmarshalNodeRecord(r.Value)
 	}
 	n.store.Delete(dht.NodeKey(id))
+	// Out of the DHT: evicted from the table, its keys refused both ways
+	// (Admit and the validator refuse it from now on, by the view).
+	n.banRevoked(id, rec)
 	if rec != nil {
 		c := rec.Cert
 		for _, k := range recordKeys(c) {
@@ -290,6 +293,9 @@ func (n *Node) spread(s statement, except [32]byte) {
 		targets[b.Key] = nat.Peer{Addr: b.Addr, Key: b.Key}
 	}
 	n.mu.Unlock()
+	for _, e := range n.dht.Table().Entries() {
+		targets[e.Contact.Peer.Key] = nat.Peer{Addr: e.Contact.Peer.Addr, Key: e.Contact.Peer.Key}
+	}
 	// Every node whose record this node holds hears it too: a bootstrap
 	// node reaches everyone who publishes to it, tunnel or not.
 	now := n.now()
@@ -364,7 +370,9 @@ func (n *Node) callFresh(ctx context.Context, to nat.Peer, t nat.MsgType, body [
 // syncTrust pulls the statements of the given servers and applies them.
 func (n *Node) syncTrust(ctx context.Context, servers []dht.Peer) {
 	for _, s := range servers {
-		out, err := n.conn.Call(ctx, nat.Peer{Addr: s.Addr, Key: s.Key}, msgTrustSync, nil)
+		cctx, cancel := context.WithTimeout(ctx, helloTimeout)
+		out, err := n.conn.Call(cctx, nat.Peer{Addr: s.Addr, Key: s.Key}, msgTrustSync, nil)
+		cancel()
 		if err != nil {
 			continue
 		}

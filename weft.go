@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weft-net/weft/addr"
@@ -25,6 +26,8 @@ import (
 const (
 	DefaultMTU       = 1420
 	DefaultRecordTTL = time.Hour
+	// DefaultLookupCache is Config.LookupCache's zero value.
+	DefaultLookupCache = 15 * time.Second
 	// DefaultIdleTimeout is Config.IdleTimeout's zero value.
 	DefaultIdleTimeout = 10 * time.Minute
 	// DefaultPort is the UDP port `weft up` listens on when --listen is not
@@ -68,8 +71,34 @@ type Config struct {
 	// MTU of the overlay interface; zero means DefaultMTU.
 	MTU int
 	// RecordTTL is the lifetime of published node records; zero means
-	// DefaultRecordTTL. Records are republished at a third of it.
+	// DefaultRecordTTL.
 	RecordTTL time.Duration
+	// RepublishInterval is how often the node signs a fresh record and
+	// stores it on the k DHT nodes closest to each of its keys. Zero means
+	// a third of RecordTTL.
+	RepublishInterval time.Duration
+	// LookupCache is how long a record found in the DHT is used without
+	// looking it up again: a burst of dials costs one lookup, and a moved
+	// peer (new record, higher sequence) is noticed after at most this
+	// long. Zero means DefaultLookupCache; negative means every lookup
+	// asks the DHT.
+	LookupCache time.Duration
+	// DHTRole is the node's part in the DHT. DHTRoleServer answers lookups
+	// and stores records for others; DHTRoleClient answers nothing and
+	// keeps bindings to a few servers (its rendezvous nodes, named in its
+	// record). The zero value is DHTRoleAuto: a server if another node can
+	// reach the advertised endpoint unsolicited, else a client.
+	DHTRole DHTRole
+	// DHTReplication is the DHT's k: bucket size and the number of nodes
+	// each record is stored on. Zero means dht.DefaultK (20).
+	DHTReplication int
+	// STUNServers are asked for the node's public address (ICE
+	// server-reflexive candidates, `weft netcheck`), besides the bootstrap
+	// nodes, which answer STUN too. Nil means the bootstrap nodes only.
+	STUNServers []netip.AddrPort
+	// TURNServers relay traffic to peers that no direct path reaches
+	// (both behind symmetric NAT). Nil means no relay candidates.
+	TURNServers []TURNServer
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -83,6 +112,7 @@ type Node struct {
 	now    func() time.Time
 
 	id       *trust.Identity
+	nodeID   addr.NodeID // id's, fixed (n.cert is replaced on renewal)
 	genesis  *trust.Genesis
 	view     *trust.View // genesis + anchor-set chain + revocations + policy
 	netID    addr.NetworkID
@@ -96,8 +126,15 @@ type Node struct {
 	demand *demandTUN // the plane's device, watched for on-demand peers
 	tun    *tunnel.Tunnel
 	store  *dht.Store
-	server *dht.Server
-	client *dht.Client
+	dht    *dht.DHT
+	// serving is whether the DHT answers requests (DHT server role); a
+	// client refuses them.
+	serving atomic.Bool
+	// reachInconclusive: the last reachability check had nobody to ask;
+	// check again sooner.
+	reachInconclusive atomic.Bool
+	disc              discovery
+	nat               *natState // NAT traversal (ice.go)
 
 	dns      *dns.Server    // nil without a DNS server
 	dnsAddr  netip.AddrPort // where dns listens
@@ -109,19 +146,21 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu         sync.Mutex // guards the fields below
-	closed     bool
-	record     *trust.NodeRecord // our current signed record
-	recordRaw  []byte
-	endpoints  []netip.AddrPort
-	bootAddrs  []netip.AddrPort
-	bootPeers  map[netip.AddrPort]dht.Peer    // resolved bootstrap nodes
-	bootIDs    map[netip.AddrPort]addr.NodeID // and who they are
-	peers      map[addr.NodeID]*peerState
-	dialing    map[addr.NodeID]chan struct{} // in-flight connects
-	fetched    map[dht.Key]time.Time         // when a key was last looked up remotely
-	rejects    map[string]uint64             // refusals by trust reason
-	peersDirty bool                          // peers changed since savePeers
+	mu            sync.Mutex // guards the fields below
+	closed        bool
+	record        *trust.NodeRecord // our current signed record
+	recordRaw     []byte
+	endpoints     []netip.AddrPort
+	bootAddrs     []netip.AddrPort
+	bootPeers     map[netip.AddrPort]dht.Peer    // resolved bootstrap nodes
+	bootIDs       map[netip.AddrPort]addr.NodeID // and who they are
+	peers         map[addr.NodeID]*peerState
+	dialing       map[addr.NodeID]chan struct{} // in-flight connects
+	fetched       map[dht.Key]fetchedRecord     // records recently found in the DHT, by key
+	rejects       map[string]uint64             // refusals by trust reason
+	peersDirty    bool                          // peers changed since savePeers
+	savedContacts []netip.AddrPort              // DHT contacts last saved
+	contactAddrs  []netip.AddrPort              // DHT contacts of the previous run, seeds of last resort
 
 	stateMu    sync.Mutex // serializes read-modify-write of node.json
 	rotateMu   sync.Mutex // one key rotation at a time
@@ -152,6 +191,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.RecordTTL == 0 {
 		cfg.RecordTTL = DefaultRecordTTL
 	}
+	if cfg.RepublishInterval <= 0 {
+		cfg.RepublishInterval = cfg.RecordTTL / 3
+	}
+	if cfg.LookupCache == 0 {
+		cfg.LookupCache = DefaultLookupCache
+	}
+	switch cfg.DHTRole {
+	case "":
+		cfg.DHTRole = DHTRoleAuto
+	case DHTRoleAuto, DHTRoleServer, DHTRoleClient:
+	default:
+		return nil, fmt.Errorf("weft start: DHT role %q: use auto, server or client", cfg.DHTRole)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -166,18 +218,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		bootIDs:   make(map[netip.AddrPort]addr.NodeID),
 		peers:     make(map[addr.NodeID]*peerState),
 		dialing:   make(map[addr.NodeID]chan struct{}),
-		fetched:   make(map[dht.Key]time.Time),
+		fetched:   make(map[dht.Key]fetchedRecord),
 		rejects:   make(map[string]uint64),
 		filter:    newFilter(),
 	}
+	n.disc.init(cfg.DHTRole)
 	if err := n.loadState(); err != nil {
 		return nil, err
 	}
+	// The context comes first: handlers may start background work as soon
+	// as the socket listens.
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startDataPlane(); err != nil {
+		n.cancel()
+		n.wg.Wait()
 		n.closeDataPlane()
 		return nil, err
 	}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.startDNS(); err != nil {
 		n.Close()
 		return nil, err
@@ -240,6 +297,7 @@ func (n *Node) loadState() error {
 		return fmt.Errorf("the certificate in %s belongs to another identity: join again with `weft join TOKEN`", dir)
 	}
 	n.id, n.genesis, n.netID, n.cert, n.view = id, g, g.ID(), cert, view
+	n.nodeID = id.NodeID()
 	if view.IsAnchor(id.SignPublic()) {
 		if err := n.openAnchor(); err != nil {
 			return err
@@ -259,6 +317,7 @@ func (n *Node) loadState() error {
 		}
 	}
 	n.resumeRecs = st.Peers
+	n.contactAddrs = st.Contacts
 	return nil
 }
 
@@ -289,7 +348,6 @@ func (n *Node) startDataPlane() error {
 	if err != nil {
 		return err
 	}
-	tr := transport{n.conn}
 	n.store, err = dht.NewStore(dht.StoreOptions{
 		Validator: validator{n},
 		Now:       n.now,
@@ -298,18 +356,16 @@ func (n *Node) startDataPlane() error {
 	if err != nil {
 		return err
 	}
-	n.server, err = dht.NewServer(dht.ServerOptions{Store: n.store, Transport: tr, Logger: n.cfg.Logger})
-	if err != nil {
-		return err
-	}
-	n.client, err = dht.NewClient(dht.ClientOptions{Transport: tr, Validator: validator{n}, Now: n.now, Logger: n.cfg.Logger})
-	if err != nil {
+	if err := n.startDHT(); err != nil {
 		return err
 	}
 	n.conn.Handle(nat.MsgHello, n.handleHello)
 	n.conn.Handle(nat.MsgConnect, n.handleConnect)
 	n.conn.Handle(msgStatement, n.handleStatement)
 	n.conn.Handle(msgTrustSync, n.handleTrustSync)
+	n.conn.Handle(msgReachCheck, n.handleReachCheck)
+	n.conn.Handle(msgReachProbe, n.handleReachProbe)
+	n.conn.Handle(msgReachPing, n.handleReachPing)
 	if n.anchorState() != nil {
 		n.conn.Handle(nat.MsgJoin, n.handleJoin)
 		n.conn.Handle(msgRenew, n.handleRenew)
@@ -318,11 +374,15 @@ func (n *Node) startDataPlane() error {
 	if len(n.endpoints) == 0 {
 		n.endpoints = advertiseEndpoints(n.conn.LocalAddr())
 	}
-	return nil
+	return n.startNAT()
 }
 
 // closeDataPlane closes whatever startDataPlane created, in reverse order.
 func (n *Node) closeDataPlane() {
+	n.closeNAT()
+	if n.dht != nil {
+		n.dht.Close()
+	}
 	if n.store != nil {
 		n.store.Close()
 	}

@@ -29,6 +29,9 @@ import (
 //	GET  /v1/resolve?host=H       weft.Peer fields
 //	POST /v1/dial?network=&addr=  101 Switching Protocols, then raw bytes
 //	POST /v1/down                 the daemon exits
+//	GET  /v1/dht                  weft.DHTStatus
+//	GET  /v1/dht/records          []weft.DHTRecord
+//	GET  /v1/dht/lookup?host=H    weft.LookupResult (found or not)
 //
 // and the trust endpoints of api_trust.go.
 const socketName = "weft.sock"
@@ -84,7 +87,11 @@ func serveAPI(ln net.Listener, node *weft.Node, dir string, logger *slog.Logger,
 	mux.HandleFunc("GET /v1/resolve", s.resolve)
 	mux.HandleFunc("POST /v1/dial", s.dial)
 	mux.HandleFunc("POST /v1/down", s.downHandler)
+	mux.HandleFunc("GET /v1/dht", s.dhtStatus)
+	mux.HandleFunc("GET /v1/dht/records", s.dhtRecords)
+	mux.HandleFunc("GET /v1/dht/lookup", s.dhtLookup)
 	s.routeTrust(mux)
+	s.routeNAT(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s
@@ -177,6 +184,35 @@ func (s *apiServer) resolve(w http.ResponseWriter, r *http.Request) {
 		Tags: p.Tags, Seq: p.Seq, Expires: p.Expires.UTC().Format(time.RFC3339)}
 	for _, e := range p.Endpoints {
 		res.Endpoints = append(res.Endpoints, e.String())
+	}
+	writeJSON(w, res)
+}
+
+func (s *apiServer) dhtStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.DHT()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, st)
+}
+
+func (s *apiServer) dhtRecords(w http.ResponseWriter, r *http.Request) {
+	recs, err := s.node.DHTRecords()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, recs)
+}
+
+func (s *apiServer) dhtLookup(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	res, err := s.node.Lookup(ctx, r.URL.Query().Get("host"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
 	}
 	writeJSON(w, res)
 }

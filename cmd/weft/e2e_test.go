@@ -378,6 +378,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	t.Run("status json", func(t *testing.T) { checkStatusJSON(t, n) })
 	t.Run("peers", func(t *testing.T) { checkPeers(t, n) })
+	t.Run("dht", func(t *testing.T) { checkDHT(t, n) })
 	t.Run("ssh", func(t *testing.T) {
 		if ssh == nil {
 			t.Skip(sshSkipReason)

@@ -52,6 +52,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if len(st.Bootstrap) > 0 {
 		fmt.Fprintf(e.stdout, "bootstrap  %d of %d reachable %v\n", st.BootstrapReachable, len(st.Bootstrap), st.Bootstrap)
 	}
+	fmt.Fprintf(e.stdout, "dht        %s, %d contacts (`weft dht` for the table)\n", st.DHTRole, st.DHTContacts)
 	fmt.Fprintf(e.stdout, "cert       valid until %s\n", st.CertExpires.Format(time.DateOnly))
 	if terr == nil {
 		fmt.Fprintf(e.stdout, "policy     %s\n", policyLine(ts.Policy))
@@ -109,6 +110,7 @@ func printPeers(w io.Writer, peers []weft.PeerStatus) {
 			p.Endpoint, p.Path, hs, bytesHuman(p.RxBytes), bytesHuman(p.TxBytes))
 	}
 	tw.Flush()
+	printPathReasons(w, peers)
 }
 
 func bytesHuman(n uint64) string {

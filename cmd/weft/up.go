@@ -107,7 +107,7 @@ func parseExpose(s string) (exposeSpec, error) {
 }
 
 func runUp(ctx context.Context, e *env, args []string) error {
-	var state, listen, socks, httpProxy, logLevel string
+	var state, listen, socks, httpProxy, logLevel, dhtRole string
 	var bootstrap, expose listFlag
 	var mtu int
 	var tunName tunFlag
@@ -122,12 +122,16 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (e.g. 127.0.0.1:9100)")
 	fs.BoolVar(&acceptDNS, "accept-dns", true, "in TUN mode, point the OS resolver at weft's DNS server for the overlay domain")
 	fs.StringVar(&listen, "listen", fmt.Sprintf("0.0.0.0:%d", weft.DefaultPort), "UDP `ADDR:PORT` of the node's socket (WireGuard and control)")
-	fs.Var(&bootstrap, "bootstrap", "bootstrap node `ADDR:PORT` (repeatable or comma-separated)")
+	fs.Var(&bootstrap, "bootstrap", "bootstrap node `ADDR:PORT` (repeatable or comma-separated; any one answering suffices)")
+	fs.StringVar(&dhtRole, "dht-role", string(weft.DHTRoleAuto), "DHT `ROLE`: auto (server if reachable unsolicited, else client), server or client")
 	fs.StringVar(&socks, "socks5", "", "serve a SOCKS5 proxy into the overlay on `ADDR` (e.g. 127.0.0.1:1080)")
 	fs.StringVar(&httpProxy, "http-proxy", "", "serve an HTTP (CONNECT) proxy into the overlay on `ADDR` (e.g. 127.0.0.1:8080)")
 	fs.Var(&expose, "expose", "forward overlay TCP `PORT=LOCALADDR` to a local service (repeatable)")
 	fs.IntVar(&mtu, "mtu", weft.DefaultMTU, "MTU of the overlay")
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	var natf natFlags
+	fs.Var(&natf.stun, "stun", "also ask STUN server `HOST:PORT` for the public address (repeatable; bootstrap nodes always are)")
+	fs.Var(&natf.turn, "turn", "relay through TURN server `turn:IP:PORT?user=U&pass=P` when no direct path works (repeatable)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -149,6 +153,12 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg := weft.Config{StateDir: state, MTU: mtu, Logger: logger, AcceptDNS: acceptDNS, IdleTimeout: idle, KeyRotation: rotateEvery}
+	switch r := weft.DHTRole(dhtRole); r {
+	case weft.DHTRoleAuto, weft.DHTRoleServer, weft.DHTRoleClient:
+		cfg.DHTRole = r
+	default:
+		return fmt.Errorf("--dht-role %q: use auto, server or client", dhtRole)
+	}
 	if rotateEvery < 0 {
 		return errors.New("--rotate-key-every must not be negative")
 	}
@@ -179,6 +189,9 @@ func runUp(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--bootstrap %q: want IP:PORT", b)
 		}
 		cfg.Bootstrap = append(cfg.Bootstrap, ap)
+	}
+	if err := natf.apply(&cfg); err != nil {
+		return err
 	}
 	var exposes []exposeSpec
 	for _, s := range expose {

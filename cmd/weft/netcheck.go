@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/weft-net/weft"
+)
+
+func init() {
+	register(&command{name: "netcheck",
+		summary: "find this node's NAT type, public address and reachable STUN servers and relays", run: runNetcheck})
+}
+
+func runNetcheck(ctx context.Context, e *env, args []string) error {
+	var state string
+	var asJSON bool
+	fs := newFlagSet(e, commands["netcheck"], &state)
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	var rep weft.NetcheckReport
+	if err := newAPIClient(stateDir(state)).do(ctx, "GET", "/v1/netcheck", nil, &rep); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(e.stdout, rep)
+	}
+	w := e.stdout
+	switch {
+	case !rep.UDP:
+		fmt.Fprintln(w, "UDP        blocked outbound: no STUN server answered")
+	case rep.NAT != "":
+		fmt.Fprintf(w, "NAT        %s (mapping %s, filtering %s)\n", rep.NAT, rep.Mapping, rep.Filtering)
+	default:
+		fmt.Fprintf(w, "NAT        type unknown (mapping %s, filtering %s)\n", rep.Mapping, rep.Filtering)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "           %s\n", n)
+	}
+	if len(rep.Public) > 0 {
+		fmt.Fprintf(w, "public     %v\n", rep.Public)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSERVER\tKIND\tLATENCY\tMAPPED / ERROR")
+	row := func(kind string, c weft.ServerCheck) {
+		lat, what := "-", c.Error
+		if c.Error == "" {
+			lat, what = fmtRTT(c.Latency), c.Mapped.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Addr, kind, lat, what)
+	}
+	for _, c := range rep.STUN {
+		row("stun", c)
+	}
+	for _, c := range rep.Relays {
+		row("relay", c)
+	}
+	tw.Flush()
+	if len(rep.Relays) == 0 {
+		fmt.Fprintln(w, "no relay configured: peers behind symmetric NAT on both sides cannot be reached (pass --turn to `weft up`)")
+	}
+	return nil
+}
+
+// natFlags are `weft up`'s NAT traversal flags.
+type natFlags struct {
+	stun, turn listFlag
+}
+
+// apply puts the flags into cfg.
+func (f *natFlags) apply(cfg *weft.Config) error {
+	for _, s := range f.stun {
+		ap, err := netip.ParseAddrPort(strings.TrimPrefix(s, "stun:"))
+		if err != nil {
+			return fmt.Errorf("--stun %q: want HOST:PORT with an IP address, e.g. 203.0.113.1:3478", s)
+		}
+		cfg.STUNServers = append(cfg.STUNServers, ap)
+	}
+	for _, s := range f.turn {
+		t, err := parseTURN(s)
+		if err != nil {
+			return err
+		}
+		cfg.TURNServers = append(cfg.TURNServers, t)
+	}
+	return nil
+}
+
+// parseTURN parses --turn turn:HOST:PORT?user=U&pass=P (UDP only).
+func parseTURN(s string) (weft.TURNServer, error) {
+	bad := func(why string) (weft.TURNServer, error) {
+		return weft.TURNServer{}, fmt.Errorf("--turn %q: %s; want turn:IP:PORT?user=U&pass=P", s, why)
+	}
+	rest, ok := strings.CutPrefix(s, "turn:")
+	if !ok {
+		return bad("no turn: scheme")
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return bad("host must be IP:PORT")
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return bad(err.Error())
+	}
+	if tr := q.Get("transport"); tr != "" && tr != "udp" {
+		return bad("only transport=udp is supported")
+	}
+	t := weft.TURNServer{Addr: ap, Username: q.Get("user"), Password: q.Get("pass")}
+	if t.Username == "" || t.Password == "" {
+		return bad("user and pass are required")
+	}
+	return t, nil
+}

@@ -1,0 +1,157 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// RelayedEndpoint stands in, on the shared socket, for a peer reached over a
+// path the shared socket cannot carry: a TURN allocation, whose packets
+// must go through the ICE session (ice.Session.Write) and arrive through
+// its OnPacket callback.
+//
+// It is a small loopback UDP socket of its own. Its address (AddrPort) is
+// the WireGuard endpoint of the peer: the Bind sends to it exactly as to any
+// other endpoint, and the endpoint's reader passes what arrives to the
+// write function; Deliver sends what the peer sent through the relay to the
+// shared socket from that address, so it arrives as from the endpoint.
+// Control messages take the same way, so a control call to the endpoint
+// reaches the peer over the relay too. The Bind's fast path is untouched:
+// only relayed packets pay for the extra loopback hop.
+//
+// Only WireGuard and weft control packets pass, in either direction, and
+// the endpoint reads only datagrams from the shared socket's own address.
+type RelayedEndpoint struct {
+	c      *Conn
+	udp    *net.UDPConn
+	ap     netip.AddrPort // the endpoint's address, handed to WireGuard
+	shared netip.AddrPort // where Deliver sends: the shared socket
+	write  atomic.Pointer[func([]byte) error]
+
+	sent, delivered, dropped atomic.Uint64
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// NewRelayedEndpoint opens a relayed endpoint whose outgoing packets go to
+// write (called from the endpoint's reader goroutine, in order; it must not
+// keep b). Close it when the path is gone.
+func (c *Conn) NewRelayedEndpoint(write func(b []byte) error) (*RelayedEndpoint, error) {
+	if write == nil {
+		return nil, errors.New("nat relayed endpoint: write is nil")
+	}
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	// The shared socket's own address when it has one, else loopback of
+	// the socket's family.
+	shared := c.local
+	ip := shared.Addr()
+	if ip.IsUnspecified() {
+		// A socket on [::] (dual-stack or not) receives on ::1.
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		if shared.Addr().Is6() {
+			ip = netip.IPv6Loopback()
+		}
+		shared = netip.AddrPortFrom(ip, shared.Port())
+	}
+	network := "udp4"
+	if ip.Is6() {
+		network = "udp6"
+	}
+	udp, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+	if err != nil {
+		return nil, fmt.Errorf("nat relayed endpoint: %w", err)
+	}
+	r := &RelayedEndpoint{
+		c:      c,
+		udp:    udp,
+		ap:     unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort()),
+		shared: shared,
+	}
+	r.write.Store(&write)
+	r.wg.Add(1)
+	go r.readLoop()
+	return r, nil
+}
+
+// AddrPort is the endpoint's address: give it to WireGuard as the peer's
+// endpoint.
+func (r *RelayedEndpoint) AddrPort() netip.AddrPort { return r.ap }
+
+// SetWrite replaces the write function, e.g. when a new ICE session takes
+// over the path.
+func (r *RelayedEndpoint) SetWrite(write func(b []byte) error) {
+	if write != nil {
+		r.write.Store(&write)
+	}
+}
+
+// Deliver hands a datagram the peer sent over the relay to the shared
+// socket, as from the endpoint. It is meant to be the ICE session's
+// OnPacket; other kinds than WireGuard and control are dropped.
+func (r *RelayedEndpoint) Deliver(b []byte) {
+	switch classify(b) {
+	case kindWireGuard, kindControl:
+	default:
+		r.dropped.Add(1)
+		return
+	}
+	if _, err := r.udp.WriteToUDPAddrPort(b, r.shared); err != nil {
+		r.dropped.Add(1)
+		return
+	}
+	r.delivered.Add(1)
+}
+
+// Counts returns how many datagrams went out through the relay, came in
+// from it, and were dropped.
+func (r *RelayedEndpoint) Counts() (sent, delivered, dropped uint64) {
+	return r.sent.Load(), r.delivered.Load(), r.dropped.Load()
+}
+
+// Close closes the endpoint's socket and waits for its reader. WireGuard
+// sends to its address fail silently afterwards (ICMP unreachable on
+// loopback). It is idempotent.
+func (r *RelayedEndpoint) Close() error {
+	r.closeOnce.Do(func() {
+		r.udp.Close()
+		r.wg.Wait()
+	})
+	return nil
+}
+
+func (r *RelayedEndpoint) readLoop() {
+	defer r.wg.Done()
+	buf := make([]byte, MaxPacketSize+1)
+	for {
+		n, from, err := r.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		from = unmapAddrPort(from)
+		if from.Port() != r.shared.Port() || !from.Addr().IsLoopback() && from.Addr() != r.shared.Addr() || n > MaxPacketSize {
+			r.dropped.Add(1)
+			continue
+		}
+		switch classify(buf[:n]) {
+		case kindWireGuard, kindControl:
+		default:
+			r.dropped.Add(1)
+			continue
+		}
+		if err := (*r.write.Load())(buf[:n]); err != nil {
+			r.dropped.Add(1)
+			continue
+		}
+		r.sent.Add(1)
+	}
+}
