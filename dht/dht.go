@@ -17,6 +17,10 @@ import (
 const (
 	DefaultAlpha    = 3
 	DefaultDisjoint = 3
+
+	// MinAdaptiveTimeout is the least a request to a contact with a
+	// measured RTT waits (see Options.Timeout).
+	MinAdaptiveTimeout = 300 * time.Millisecond
 )
 
 // ErrNoContacts means a lookup had nobody to ask: the routing table is
@@ -84,8 +88,19 @@ type Options struct {
 	// DefaultDisjoint.
 	Disjoint int
 
-	// Timeout bounds each request. Zero means DefaultTimeout.
+	// Timeout bounds each request. Zero means DefaultTimeout. A request
+	// to a table contact whose round trip has been measured waits
+	// 3×RTT instead, at least MinAdaptiveTimeout and at most Timeout, so
+	// a contact that died costs a lookup a fraction of a second (and,
+	// counted by Table.Failed, is evicted after MaxFailures), not Timeout
+	// per request.
 	Timeout time.Duration
+
+	// HandOff is how many records a contact new to the table is handed
+	// (Kademlia's replication on joins, see DHT): those in the Store it is
+	// closer to than this node, when this node is among the k closest.
+	// Zero means DefaultHandOff; negative disables the hand-off.
+	HandOff int
 
 	// RefreshInterval, MaxFailures, MaxOffences and Replacements are
 	// passed to the Table; zero means their defaults.
@@ -97,10 +112,12 @@ type Options struct {
 
 // DHT is a Kademlia node: a routing table (Table), a Server answering
 // FIND_NODE, FIND_VALUE and STORE from the table and the Store, and
-// iterative lookups over the Transport. It starts no goroutines of its
-// own between calls: the owner drives Refresh and Republish on its own
-// schedule (package weft on timers, internal/sim on virtual time). All
-// methods are safe for concurrent use.
+// iterative lookups over the Transport. The owner drives Refresh,
+// Maintain and Republish on its own schedule (package weft on timers,
+// internal/sim on virtual time); the only goroutine the DHT starts between
+// calls is the replication hand-off to new contacts (Options.HandOff),
+// one at a time, which Close cancels and waits for. All methods are safe
+// for concurrent use.
 //
 // Learning contacts: every node that answers one of our requests is
 // offered to the table (Table.Seen, with the measured RTT); every node
@@ -109,21 +126,25 @@ type Options struct {
 // unchanged. Contacts merely named in replies are only lookup candidates
 // until they answer themselves, so hearsay cannot fill the table.
 type DHT struct {
-	self      Key
-	me        Contact
-	tr        Transport
-	store     *Store
-	validator Validator
-	identify  func(Peer) (addr.NodeID, bool)
-	now       func() time.Time
-	log       *slog.Logger
-	k         int
-	alpha     int
-	disjoint  int
-	timeout   time.Duration
-	table     *Table
-	server    *Server // nil for a client
-	client    bool
+	self       Key
+	me         Contact
+	tr         Transport
+	store      *Store
+	validator  Validator
+	identify   func(Peer) (addr.NodeID, bool)
+	now        func() time.Time
+	log        *slog.Logger
+	k          int
+	alpha      int
+	disjoint   int
+	timeout    time.Duration
+	table      *Table
+	server     *Server // nil for a client
+	client     bool
+	handOffMax int
+
+	handMu sync.Mutex // guards hand
+	hand   handOffState
 
 	base      context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -147,19 +168,24 @@ func New(opts Options) (*DHT, error) {
 		return nil, errors.New("dht new: Options.Validator must be non-nil")
 	}
 	d := &DHT{
-		self:      NodeKey(opts.Self.ID),
-		me:        opts.Self,
-		tr:        opts.Transport,
-		store:     opts.Store,
-		validator: opts.Validator,
-		identify:  opts.Identify,
-		now:       opts.Now,
-		log:       opts.Logger,
-		k:         opts.K,
-		alpha:     opts.Alpha,
-		disjoint:  opts.Disjoint,
-		timeout:   opts.Timeout,
-		client:    opts.Client,
+		self:       NodeKey(opts.Self.ID),
+		me:         opts.Self,
+		tr:         opts.Transport,
+		store:      opts.Store,
+		validator:  opts.Validator,
+		identify:   opts.Identify,
+		now:        opts.Now,
+		log:        opts.Logger,
+		k:          opts.K,
+		alpha:      opts.Alpha,
+		disjoint:   opts.Disjoint,
+		timeout:    opts.Timeout,
+		client:     opts.Client,
+		handOffMax: opts.HandOff,
+		hand:       handOffState{last: make(map[Key]time.Time)},
+	}
+	if d.handOffMax == 0 {
+		d.handOffMax = DefaultHandOff
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -183,17 +209,18 @@ func New(opts Options) (*DHT, error) {
 	if d.timeout <= 0 {
 		d.timeout = DefaultTimeout
 	}
+	d.base, d.cancel = context.WithCancel(context.Background())
 	d.table = NewTable(TableOptions{
 		Self:            d.self,
 		K:               d.k,
 		Replacements:    opts.Replacements,
 		Admit:           opts.Admit,
+		Added:           d.handOff,
 		Now:             d.now,
 		RefreshInterval: opts.RefreshInterval,
 		MaxFailures:     opts.MaxFailures,
 		MaxOffences:     opts.MaxOffences,
 	})
-	d.base, d.cancel = context.WithCancel(context.Background())
 	if d.client {
 		return d, nil
 	}
@@ -245,8 +272,8 @@ func (d *DHT) Client() bool { return d.client }
 // Self returns this node's contact.
 func (d *DHT) Self() Contact { return d.me }
 
-// Close cancels running lookups, waits for them to return, and makes the
-// server refuse further requests. It is idempotent and returns nil. It
+// Close cancels running lookups and hand-offs, waits for them to return,
+// and makes the server refuse further requests. It is idempotent and returns nil. It
 // does not close the Store.
 func (d *DHT) Close() error {
 	d.closeOnce.Do(func() {
@@ -276,11 +303,32 @@ func (d *DHT) begin(ctx context.Context) (context.Context, func(), error) {
 // call sends one request bounded by the per-request timeout and returns
 // the reply and its round-trip time.
 func (d *DHT) call(ctx context.Context, to Peer, t MsgType, body []byte) ([]byte, time.Duration, error) {
-	cctx, cancel := context.WithTimeout(ctx, d.timeout)
+	return d.callWithin(ctx, d.timeout, to, t, body)
+}
+
+// callContact is call to the table contact id, bounded by the timeout its
+// measured RTT allows (timeoutFor).
+func (d *DHT) callContact(ctx context.Context, id Key, to Peer, t MsgType, body []byte) ([]byte, time.Duration, error) {
+	return d.callWithin(ctx, d.timeoutFor(id), to, t, body)
+}
+
+func (d *DHT) callWithin(ctx context.Context, timeout time.Duration, to Peer, t MsgType, body []byte) ([]byte, time.Duration, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	b, err := d.tr.Call(cctx, to, t, body)
 	return b, time.Since(start), err
+}
+
+// timeoutFor returns the timeout of a request to contact id: 3×its
+// smoothed RTT within [MinAdaptiveTimeout, Timeout], or Timeout when no
+// RTT has been measured.
+func (d *DHT) timeoutFor(id Key) time.Duration {
+	rtt := d.table.RTT(id)
+	if rtt <= 0 {
+		return d.timeout
+	}
+	return min(max(3*rtt, MinAdaptiveTimeout), d.timeout)
 }
 
 func (d *DHT) validate(key Key, value []byte) (Record, error) {
@@ -368,7 +416,7 @@ func (d *DHT) Ping(ctx context.Context, to Peer) (time.Duration, error) {
 		return 0, err
 	}
 	defer end()
-	rtt, err := d.ping(ctx, to)
+	rtt, err := d.ping(ctx, d.timeout, to)
 	if err != nil {
 		return 0, fmt.Errorf("dht ping %s: %w", to, err)
 	}
@@ -380,12 +428,12 @@ func (d *DHT) Ping(ctx context.Context, to Peer) (time.Duration, error) {
 	return rtt, nil
 }
 
-func (d *DHT) ping(ctx context.Context, to Peer) (time.Duration, error) {
+func (d *DHT) ping(ctx context.Context, timeout time.Duration, to Peer) (time.Duration, error) {
 	var nb [8]byte
 	rand.Read(nb[:])
 	nonce := binary.BigEndian.Uint64(nb[:])
 	body, _ := PingRequest{Nonce: nonce}.MarshalBinary()
-	b, rtt, err := d.call(ctx, to, MsgPing, body)
+	b, rtt, err := d.callWithin(ctx, timeout, to, MsgPing, body)
 	if err != nil {
 		return 0, err
 	}
@@ -427,7 +475,7 @@ func (d *DHT) Maintain(ctx context.Context) (MaintainStats, error) {
 	for i, e := range cands {
 		wg.Go(func() {
 			for range d.table.maxFailures {
-				rtt, err := d.ping(ctx, e.Contact.Peer)
+				rtt, err := d.ping(ctx, d.timeoutFor(e.Key), e.Contact.Peer)
 				if err == nil {
 					d.table.Seen(e.Contact, rtt)
 					return
@@ -647,7 +695,7 @@ func (d *DHT) put(ctx context.Context, rec Record) (int, error) {
 	var wg sync.WaitGroup
 	for i, c := range closest {
 		wg.Go(func() {
-			b, _, err := d.call(ctx, c.Peer, MsgStore, body)
+			b, _, err := d.callContact(ctx, NodeKey(c.ID), c.Peer, MsgStore, body)
 			if err != nil {
 				errs[i] = err
 				return

@@ -1,18 +1,18 @@
 // Package dht stores and finds weft's signed records — node records, name
 // records, later revocations and the anchor-set chain — on other nodes.
 //
-// Two layers live here. The node uses the first today: it publishes and
-// fetches records on its bootstrap nodes (Client with explicit servers).
-// The second, the Kademlia core of DESIGN.md (Table and DHT: k=20 buckets
-// with replacement caches and an Admit hook for certificate checks,
-// iterative FIND_NODE with alpha=3 and RTT-aware choice among equally
-// close candidates, S/Kademlia Get over d=3 disjoint paths with every
-// answer validated and liars scored down and banned, Put to the k closest,
-// Refresh and Republish, PING and Kademlia's eviction rule (Maintain),
-// client mode, and Gossip for what every node must learn fast), is built
-// and tested on the in-memory transport and in internal/sim at 10,000
-// nodes, but not yet wired into the node (issue 3). Both share these
-// pieces:
+// Two layers live here. The first is a Client with explicit servers
+// (it publishes and fetches on the servers it is given). The second, the
+// Kademlia core of DESIGN.md, is what the node runs (package weft): Table
+// and DHT, with k=20 buckets with replacement caches and an Admit hook for
+// certificate checks, iterative FIND_NODE with alpha=3 and RTT-aware
+// choice among equally close candidates, S/Kademlia Get over d=3 disjoint
+// paths with every answer validated and liars scored down and banned, Put
+// to the k closest, Refresh and Republish, the replication hand-off to new
+// contacts, PING and Kademlia's eviction rule (Maintain), client mode,
+// and Gossip for what every node must learn fast (the node's trust
+// statements). It is also tested on the in-memory transport and in
+// internal/sim at 10,000 nodes. Both layers share these pieces:
 //
 //   - Key is the 256-bit Kademlia ID space shared by record keys and node IDs,
 //     with XOR Distance, CommonPrefixLen and CompareDistance.
@@ -37,6 +37,26 @@
 //     replacement. Old live contacts are thus preferred (S/Kademlia) and
 //     dead ones do not wait for a lookup to notice them.
 //
+//   - Identity of a contact. A known ID seen again from another address
+//     is updated (the node moved); seen with another transport key it
+//     must pass Admit again, and stays as it was if refused, so a hostile
+//     node cannot take over a known ID by announcing it with its own key.
+//
+//   - Replication hand-off (handoff.go, Kademlia's rule for joins). When
+//     a contact becomes a live table entry (TableOptions.Added), the
+//     records in the Store it is closer to than this node, when this node
+//     is among the k closest it knows, are stored on it: at most
+//     Options.HandOff per contact, once per contact in ten minutes, by
+//     one background goroutine that Close cancels and waits for.
+//     Otherwise a record put while the network was smaller would stay on
+//     nodes that lookups no longer ask until its owner republished it.
+//
+//   - Timeouts. A request to a contact with a measured RTT waits 3×RTT
+//     (at least MinAdaptiveTimeout, at most Options.Timeout); a timeout
+//     counts as a failure (Table.Failed), so a dead contact costs lookups
+//     a fraction of a second a few times and is evicted, instead of
+//     holding every lookup whose window it is in for Options.Timeout.
+//
 //   - Client mode (Options.Client) is for nodes behind NAT: no handlers
 //     are registered, so a client answers nothing, is never learned from
 //     a reply, and stores only remotely; the node's Identify keeps it out
@@ -50,7 +70,10 @@
 //     ID space they cover (Table.Sample), approximating a uniform sample
 //     of the network. IDs are SHA-256 of the payload, deduplicated for
 //     Forget; each sender is rate-limited on new payloads and scored an
-//     offence per invalid one.
+//     offence per invalid one (unless Validate wraps ErrGossipIgnored: a
+//     payload that cannot be judged yet is dropped without blame and not
+//     remembered). Package weft carries revocations, anchor-set changes
+//     and policy on it, with rounds every 750 ms.
 //
 //   - Transport seam. dht does not import nat (they are siblings). It defines
 //     Transport (Call/Handle, the shape of nat's control RPC) and Peer; the

@@ -32,6 +32,14 @@ var (
 	// ErrInvalid means the Validator rejected the record.
 	ErrInvalid = errors.New("invalid record")
 
+	// ErrGossipIgnored, wrapped by a GossipOptions.Validate error, drops
+	// a payload that is not valid now but is no evidence of misbehaviour
+	// either (a statement that cannot be judged yet, such as the successor
+	// of a change not yet held): it is neither delivered nor forwarded nor
+	// remembered, so a later copy is validated again, and its sender is
+	// not scored.
+	ErrGossipIgnored = errors.New("gossip payload ignored for now")
+
 	// ErrExpired means the record's expiry time has passed.
 	ErrExpired = errors.New("record expired")
 

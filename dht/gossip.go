@@ -128,7 +128,8 @@ type GossipOptions struct {
 
 	// Validate checks a payload (signatures, that it is a kind gossip may
 	// carry, that it is not too old). Required. Invalid payloads are
-	// dropped and scored against the sender.
+	// dropped and scored against the sender, except when the error wraps
+	// ErrGossipIgnored: then the payload is only dropped.
 	Validate func(payload []byte) error
 
 	// Deliver receives each valid payload once, on the goroutine that
@@ -187,6 +188,7 @@ type GossipStats struct {
 	Delivered   uint64 // new valid payloads received and delivered
 	Duplicates  uint64 // payloads received again
 	Invalid     uint64 // payloads rejected by Validate or too large
+	Ignored     uint64 // payloads Validate ignored for now (ErrGossipIgnored)
 	RateLimited uint64 // new payloads dropped by a sender's rate limit
 	Requests    uint64 // requests sent (pushes and rounds)
 	Failed      uint64 // requests unanswered or answered with garbage
@@ -480,6 +482,12 @@ func (g *Gossip) accept(from Peer, payload []byte) bool {
 	if g.msgs[id] != nil { // raced with another copy
 		g.stats.Duplicates++
 		g.mu.Unlock()
+		return false
+	}
+	if errors.Is(err, ErrGossipIgnored) {
+		g.stats.Ignored++
+		g.mu.Unlock()
+		g.log.Debug("gossip payload ignored for now", "id", id, "from", from, "err", err)
 		return false
 	}
 	if err != nil {

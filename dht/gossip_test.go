@@ -165,6 +165,37 @@ func TestGossipInvalidPayloads(t *testing.T) {
 	}
 }
 
+// TestGossipIgnored: a payload Validate ignores for now (ErrGossipIgnored)
+// costs its sender nothing and is not remembered, so the same payload is
+// accepted once it validates.
+func TestGossipIgnored(t *testing.T) {
+	var ready atomic.Bool
+	gp := newGossipPair(t, func(o *dht.GossipOptions) {
+		o.Validate = func(p []byte) error {
+			if !ready.Load() {
+				return fmt.Errorf("its predecessor is not held yet: %w", dht.ErrGossipIgnored)
+			}
+			return validPayload(p)
+		}
+	})
+	p := []byte("ok change 2")
+	for range dht.DefaultMaxOffences + 1 {
+		gp.push(t, p)
+	}
+	ka := dht.NodeKey(gp.aContact.ID)
+	if gp.deliveries() != 0 || gp.bTable.Banned(ka) || gp.b.Has(dht.GossipIDOf(p)) {
+		t.Fatalf("ignored payload: %d deliveries, sender banned %v", gp.deliveries(), gp.bTable.Banned(ka))
+	}
+	if st := gp.b.Stats(); st.Ignored != dht.DefaultMaxOffences+1 || st.Invalid != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	ready.Store(true)
+	gp.push(t, p)
+	if gp.deliveries() != 1 {
+		t.Fatalf("payload not delivered once it validates")
+	}
+}
+
 func TestGossipOptions(t *testing.T) {
 	tr := dhttest.NewNetwork().Add(peer(1))
 	tab := dht.NewTable(dht.TableOptions{Self: key("self")})

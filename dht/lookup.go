@@ -201,7 +201,7 @@ func (p *path) run(ctx context.Context) {
 			inflight++
 			p.messages++
 			go func() {
-				b, rtt, err := p.d.call(ctx, c.c.Peer, p.msgType(), body)
+				b, rtt, err := p.d.callContact(ctx, c.id, c.c.Peer, p.msgType(), body)
 				results <- reply{cand: c, body: b, rtt: rtt, err: err}
 			}()
 		}

@@ -174,3 +174,36 @@ func TestLookupPrefersLowRTT(t *testing.T) {
 		t.Fatalf("asked in RTT order %v, want %v", order, want)
 	}
 }
+
+// TestAdaptiveTimeout: a contact whose RTT was measured and that then dies
+// costs a lookup MinAdaptiveTimeout, not Options.Timeout, and is evicted
+// after MaxFailures such timeouts.
+func TestAdaptiveTimeout(t *testing.T) {
+	sn := newSimNet(t, 12, func(o *dht.Options) { o.Timeout = dht.DefaultTimeout })
+	a := sn.nodes[len(sn.nodes)-1] // bootstrapped last: learned its contacts from their answers
+	var dead *simNode
+	for _, nd := range sn.nodes[1 : len(sn.nodes)-1] {
+		if a.d.Table().Contains(nd.key) && a.d.Table().RTT(nd.key) > 0 {
+			dead = nd
+			break
+		}
+	}
+	if dead == nil {
+		t.Fatal("no contact with a measured RTT")
+	}
+	sn.net.Remove(dead.c.Peer.Addr)
+	for i := range dht.DefaultMaxFailures {
+		start := time.Now()
+		if _, _, err := a.d.FindNode(context.Background(), dead.key); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		t.Logf("lookup %d with a dead contact: %v", i+1, took)
+		if took >= dht.DefaultTimeout/2 {
+			t.Fatalf("lookup %d waited %v on a dead contact with a measured RTT", i+1, took)
+		}
+	}
+	if a.d.Table().Contains(dead.key) {
+		t.Fatalf("dead contact still in the table after %d timeouts", dht.DefaultMaxFailures)
+	}
+}

@@ -38,9 +38,19 @@ type TableOptions struct {
 
 	// Admit decides whether a contact may enter the table (package weft
 	// verifies the node's membership certificate there). It is called
-	// without the table's lock held, once per new contact. Nil admits
+	// without the table's lock held, once per new contact, and again when
+	// a known contact shows up with another transport key (Peer.Key): a
+	// refused key change leaves the entry as it was, so nobody can take
+	// over a known ID by announcing it with their own key. Nil admits
 	// every contact.
 	Admit func(Contact) bool
+
+	// Added, if set, is called without the table's lock held whenever a
+	// contact becomes a live entry that was not one: new and admitted to
+	// a bucket with room, promoted from the replacement cache, or
+	// readmitted under a new key. DHT uses it to hand the newcomer the
+	// records it is now responsible for. It must not block.
+	Added func(Contact)
 
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
@@ -105,6 +115,7 @@ type Table struct {
 	k           int
 	maxRepl     int
 	admit       func(Contact) bool
+	added       func(Contact)
 	now         func() time.Time
 	refresh     time.Duration
 	maxFailures int
@@ -124,6 +135,7 @@ func NewTable(opts TableOptions) *Table {
 		k:           opts.K,
 		maxRepl:     opts.Replacements,
 		admit:       opts.Admit,
+		added:       opts.Added,
 		now:         opts.Now,
 		refresh:     opts.RefreshInterval,
 		maxFailures: opts.MaxFailures,
@@ -171,10 +183,12 @@ func (t *Table) BucketIndex(id Key) int {
 
 // Seen records that c answered a request or sent one (rtt is the measured
 // round trip, 0 if unknown). A known contact moves to the tail of its
-// bucket, its failure count reset; a replacement is promoted if its bucket
-// has room. A new contact is passed to Admit and, if admitted, joins its
-// bucket or, if full, the bucket's replacement cache. Seen reports whether
-// c is now a live table entry.
+// bucket, its failure count reset and its address updated (the node may
+// have moved); a replacement is promoted if its bucket has room. A known
+// contact with a different transport key is passed to Admit again and
+// left unchanged if refused. A new contact is passed to Admit and, if
+// admitted, joins its bucket or, if full, the bucket's replacement cache.
+// Seen reports whether c is now a live table entry.
 func (t *Table) Seen(c Contact, rtt time.Duration) bool {
 	id := NodeKey(c.ID)
 	b := t.BucketIndex(id)
@@ -186,10 +200,15 @@ func (t *Table) Seen(c Contact, rtt time.Duration) bool {
 		t.mu.Unlock()
 		return false
 	}
+	rekey := false
 	if e := t.index[id]; e != nil {
-		live := t.touchLocked(b, e, c, rtt)
-		t.mu.Unlock()
-		return live
+		if e.Contact.Peer.Key == c.Peer.Key || t.admit == nil {
+			live, promoted := t.touchLocked(b, e, c, rtt)
+			t.mu.Unlock()
+			t.notify(promoted, c)
+			return live
+		}
+		rekey = true
 	}
 	t.mu.Unlock()
 
@@ -198,27 +217,45 @@ func (t *Table) Seen(c Contact, rtt time.Duration) bool {
 	}
 
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.banned[id] {
+		t.mu.Unlock()
 		return false
 	}
-	if e := t.index[id]; e != nil { // raced with another Seen
-		return t.touchLocked(b, e, c, rtt)
+	if e := t.index[id]; e != nil { // known, or raced with another Seen
+		wasLive := slices.Contains(t.buckets[b].live, e)
+		live, promoted := t.touchLocked(b, e, c, rtt)
+		t.mu.Unlock()
+		// A readmitted key change is a new node behind the ID as far as
+		// the records it should hold are concerned.
+		t.notify(promoted || (rekey && wasLive && live), c)
+		return live
 	}
 	e := &tentry{TableEntry{Contact: c, Key: id, RTT: rtt, LastSeen: t.now()}}
 	t.index[id] = e
 	kb := &t.buckets[b]
 	if len(kb.live) < t.k {
 		kb.live = append(kb.live, e)
+		t.mu.Unlock()
+		t.notify(true, c)
 		return true
 	}
 	t.addReplacementLocked(kb, e)
 	kb.pingDue = kb.pingDue || t.maxRepl > 0
+	t.mu.Unlock()
 	return false
 }
 
+// notify calls the Added hook for c if added.
+func (t *Table) notify(added bool, c Contact) {
+	if added && t.added != nil {
+		t.added(c)
+	}
+}
+
 // touchLocked updates a known entry and moves it to the tail of its list.
-func (t *Table) touchLocked(b int, e *tentry, c Contact, rtt time.Duration) bool {
+// It reports whether the entry is live and whether it just became so
+// (promoted from the replacement cache).
+func (t *Table) touchLocked(b int, e *tentry, c Contact, rtt time.Duration) (live, promoted bool) {
 	e.Contact.Peer = c.Peer // the node may have moved
 	e.LastSeen = t.now()
 	e.Failures = 0
@@ -232,17 +269,17 @@ func (t *Table) touchLocked(b int, e *tentry, c Contact, rtt time.Duration) bool
 	kb := &t.buckets[b]
 	if i := slices.Index(kb.live, e); i >= 0 {
 		kb.live = append(slices.Delete(kb.live, i, i+1), e)
-		return true
+		return true, false
 	}
 	i := slices.Index(kb.replacements, e)
 	kb.replacements = slices.Delete(kb.replacements, i, i+1)
 	if len(kb.live) < t.k {
 		kb.live = append(kb.live, e)
-		return true
+		return true, true
 	}
 	kb.replacements = append(kb.replacements, e)
 	kb.pingDue = true
-	return false
+	return false, false
 }
 
 func (t *Table) addReplacementLocked(kb *kbucket, e *tentry) {
@@ -257,21 +294,22 @@ func (t *Table) addReplacementLocked(kb *kbucket, e *tentry) {
 	kb.replacements = append(kb.replacements, e)
 }
 
-// Failed records that id did not answer a request. After MaxFailures
-// consecutive failures the contact is evicted; Failed reports whether it
-// was.
+// Failed records that id did not answer a request (or did not answer in
+// time: a timeout counts). After MaxFailures consecutive failures the
+// contact is evicted; Failed reports whether it was.
 func (t *Table) Failed(id Key) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	e := t.index[id]
 	if e == nil {
+		t.mu.Unlock()
 		return false
 	}
 	e.Failures++
 	if e.Failures < t.maxFailures {
+		t.mu.Unlock()
 		return false
 	}
-	t.removeLocked(id)
+	t.removeAndNotify(id)
 	return true
 }
 
@@ -280,17 +318,18 @@ func (t *Table) Failed(id Key) bool {
 // whether that happened now.
 func (t *Table) Offence(id Key) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	e := t.index[id]
 	if e == nil {
+		t.mu.Unlock()
 		return false
 	}
 	e.Offences++
 	if e.Offences < t.maxOffences {
+		t.mu.Unlock()
 		return false
 	}
-	t.removeLocked(id)
 	t.banned[id] = true
+	t.removeAndNotify(id)
 	return true
 }
 
@@ -299,20 +338,32 @@ func (t *Table) Offence(id Key) bool {
 // package weft calls it for a revoked node, whose Admit then fails.
 func (t *Table) Evict(id Key) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.removeLocked(id)
+	return t.removeAndNotify(id)
 }
 
-func (t *Table) removeLocked(id Key) bool {
+// removeAndNotify is removeLocked with t.mu held on entry; it unlocks
+// and tells the Added hook of a promoted replacement.
+func (t *Table) removeAndNotify(id Key) bool {
+	removed, promoted := t.removeLocked(id)
+	t.mu.Unlock()
+	if promoted != nil {
+		t.notify(true, *promoted)
+	}
+	return removed
+}
+
+// removeLocked removes id and returns the replacement promoted into its
+// place, if any.
+func (t *Table) removeLocked(id Key) (bool, *Contact) {
 	e := t.index[id]
 	if e == nil {
-		return false
+		return false, nil
 	}
 	delete(t.index, id)
 	kb := &t.buckets[t.BucketIndex(id)]
 	if i := slices.Index(kb.replacements, e); i >= 0 {
 		kb.replacements = slices.Delete(kb.replacements, i, i+1)
-		return true
+		return true, nil
 	}
 	i := slices.Index(kb.live, e)
 	kb.live = slices.Delete(kb.live, i, i+1)
@@ -332,8 +383,10 @@ func (t *Table) removeLocked(id Key) bool {
 		p := kb.replacements[best]
 		kb.replacements = slices.Delete(kb.replacements, best, best+1)
 		kb.live = append(kb.live, p)
+		c := p.Contact
+		return true, &c
 	}
-	return true
+	return true, nil
 }
 
 // PingCandidates returns, for every full bucket where a newcomer has
@@ -364,12 +417,12 @@ func (t *Table) PingCandidates() []TableEntry {
 // was evicted. A failed PING of a PingCandidates entry ends here.
 func (t *Table) EvictUnseen(id Key, lastSeen time.Time) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	e := t.index[id]
 	if e == nil || e.LastSeen.After(lastSeen) {
+		t.mu.Unlock()
 		return false
 	}
-	return t.removeLocked(id)
+	return t.removeAndNotify(id)
 }
 
 // KeyOf returns the table key of the live or replacement entry reached at

@@ -162,6 +162,66 @@ func TestTableAdmit(t *testing.T) {
 	}
 }
 
+// TestTableKeyChange: a known ID seen with another transport key must pass
+// Admit again; refused, the entry keeps its key and address. A new address
+// under the same key (the node moved) needs no Admit.
+func TestTableKeyChange(t *testing.T) {
+	self := dht.NodeKey(nodeID(0))
+	c := contactsInBucket(self, 0, 1)[0]
+	id := dht.NodeKey(c.ID)
+	hijack := c
+	hijack.Peer = peer(999)
+	moved := c
+	moved.Peer.Addr = peer(998).Addr
+	rotated := c
+	rotated.Peer.Key = peer(997).Key
+
+	for _, tc := range []struct {
+		name      string
+		contact   dht.Contact
+		allow     bool // Admit's answer for the new key
+		wantAsked bool
+		want      dht.Peer // the entry's Peer afterwards
+		wantAdded bool
+	}{
+		{"hijack refused", hijack, false, true, c.Peer, false},
+		{"address change", moved, false, false, moved.Peer, false},
+		{"key rotation admitted", rotated, true, true, rotated.Peer, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked, added int
+			tab := dht.NewTable(dht.TableOptions{
+				Self: self,
+				Admit: func(x dht.Contact) bool {
+					if x.Peer == c.Peer {
+						return true
+					}
+					asked++
+					return tc.allow
+				},
+				Added: func(dht.Contact) { added++ },
+			})
+			if !tab.Seen(c, 0) || added != 1 {
+				t.Fatalf("original contact not admitted (Added called %d times)", added)
+			}
+			live := tab.Seen(tc.contact, time.Millisecond)
+			if live != (tc.want == tc.contact.Peer) {
+				t.Errorf("Seen = %v", live)
+			}
+			if (asked > 0) != tc.wantAsked {
+				t.Errorf("Admit asked %d times, want asked: %v", asked, tc.wantAsked)
+			}
+			es := tab.Entries()
+			if len(es) != 1 || dht.NodeKey(es[0].Contact.ID) != id || es[0].Contact.Peer != tc.want {
+				t.Fatalf("entries %+v, want %v at %v", es, c.ID, tc.want)
+			}
+			if (added == 2) != tc.wantAdded {
+				t.Errorf("Added called %d times in all", added)
+			}
+		})
+	}
+}
+
 func TestTableClosest(t *testing.T) {
 	self := dht.NodeKey(nodeID(0))
 	tab := dht.NewTable(dht.TableOptions{Self: self})
