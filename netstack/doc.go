@@ -9,7 +9,8 @@
 //
 //   - The stack is owned here rather than taken from wireguard-go's
 //     tun/netstack (whose link code it adapts, MIT, see link.go) so it can be
-//     tuned: SACK on, RACK loss detection, CUBIC, send buffers up to 6 MiB
+//     tuned: SACK on, RACK loss detection off (gVisor's RACK takes tens of
+//     seconds to recover from a burst loss), CUBIC, send buffers up to 6 MiB
 //     and receive buffers up to 8 MiB with receive-buffer moderation.
 //   - The outbound queue blocks the stack's writer when full instead of
 //     dropping (a drop costs a retransmission and a congestion-window cut on
