@@ -157,7 +157,8 @@ func (b *bind) BatchSize() int { return BatchSize }
 // StdNetBind, Send appends the later buffers of a run into the spare
 // capacity of its first, so callers must not keep data beyond len(bufs[i]).
 // If the kernel refuses GSO (EIO: the route's device cannot checksum), Send
-// turns it off for the socket and resends without it.
+// turns it off for the socket and resends without it. Packets for a
+// RelayedEndpoint's address skip the socket: they go to its write.
 func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*Endpoint)
 	if !ok {
@@ -165,6 +166,11 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	if b.session.Load() == nil {
 		return net.ErrClosed
+	}
+	if r := b.c.relayedEndpoint(e.ap); r != nil {
+		r.send(bufs)
+		b.c.stats.wgOut.Add(uint64(len(bufs)))
+		return nil
 	}
 	if err := b.c.sendBatch(bufs, e); err != nil {
 		b.c.stats.wgSendErrors.Add(1)

@@ -180,6 +180,12 @@ type Conn struct {
 	probeMu sync.RWMutex // guards probe
 	probe   *ProbeConfig // nil: MsgProbe not served
 
+	// relayed maps the address of each open RelayedEndpoint to it
+	// (netip.AddrPort to *RelayedEndpoint), so that the Bind hands what
+	// WireGuard sends there straight to its write (relayed.go).
+	relayed  sync.Map
+	nRelayed atomic.Int64 // entries in relayed
+
 	ctx       context.Context // cancelled by Close; parent of handler contexts
 	cancel    context.CancelFunc
 	closing   chan struct{} // closed by Close

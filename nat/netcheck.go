@@ -62,6 +62,14 @@ type NetcheckConfig struct {
 	// where the socket lives in another network namespace than the
 	// calling thread.)
 	LocalAddrs func() ([]netip.Addr, error)
+
+	// Mapped, if set, is called once the STUN answers are in and the
+	// mapping is classified, before the filtering probes (each of which
+	// may wait ProbeWait or more), with a copy of the report whose
+	// Filtering is still unknown. It is called only when probes follow
+	// (UDP works and there are Probers), on Netcheck's goroutine, and
+	// must not block.
+	Mapped func(*NATReport)
 }
 
 // Mapping is a NAT's mapping behaviour (RFC 4787 section 4.1).
@@ -248,6 +256,11 @@ func (c *Conn) Netcheck(ctx context.Context, cfg NetcheckConfig) (*NATReport, er
 	if !r.UDP {
 		r.FilteringNote = "UDP is blocked"
 		return r, nil
+	}
+	if cfg.Mapped != nil && len(cfg.Probers) > 0 {
+		early := *r
+		early.FilteringNote = "filtering probes not done yet"
+		cfg.Mapped(&early)
 	}
 	if err := c.classifyFiltering(ctx, r, &cfg); err != nil {
 		return nil, err

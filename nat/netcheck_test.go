@@ -129,15 +129,21 @@ func TestNetcheckLoopback(t *testing.T) {
 	helper.ServeProbes(&ProbeConfig{AllowRelay: func(p Peer) bool { return p.Key == s1.PublicKey() }})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var early *NATReport
 	r, err := client.Netcheck(ctx, NetcheckConfig{
 		STUN:      []netip.AddrPort{s1.LocalAddr(), s2.LocalAddr()},
 		Probers:   []Peer{peerOf(s1)},
 		ProbeWait: 300 * time.Millisecond,
+		Mapped:    func(r *NATReport) { early = r },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(r)
+	// The mapping comes first, before the probes.
+	if early == nil || early == r || early.Mapping != MappingNone || early.Filtering != FilteringUnknown || early.Kind() != "no NAT" {
+		t.Errorf("Mapped got %v, want a copy with the mapping and filtering unknown", early)
+	}
 	if !r.UDP || r.Mapping != MappingNone || r.Filtering != FilteringEndpointIndependent || r.Kind() != "open internet" {
 		t.Errorf("report %v (%s / %s), want no NAT, endpoint-independent filtering", r, r.MappingNote, r.FilteringNote)
 	}

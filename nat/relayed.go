@@ -14,14 +14,16 @@ import (
 // must go through the ICE session (ice.Session.Write) and arrive through
 // its OnPacket callback.
 //
-// It is a small loopback UDP socket of its own. Its address (AddrPort) is
-// the WireGuard endpoint of the peer: the Bind sends to it exactly as to any
-// other endpoint, and the endpoint's reader passes what arrives to the
-// write function; Deliver sends what the peer sent through the relay to the
-// shared socket from that address, so it arrives as from the endpoint.
-// Control messages take the same way, so a control call to the endpoint
-// reaches the peer over the relay too. The Bind's fast path is untouched:
-// only relayed packets pay for the extra loopback hop.
+// It is a small UDP socket of its own, on the shared socket's address
+// (loopback if that is a wildcard). Its address (AddrPort) is
+// the WireGuard endpoint of the peer. The Bind recognises that address
+// and hands what WireGuard sends there straight to the write function,
+// without the socket (a loopback send and a read per packet less); what
+// else arrives on the socket (control messages to the endpoint) its
+// reader passes to write. Deliver sends what the peer sent through the
+// relay to the shared socket from that address, so it arrives as from
+// the endpoint. A control call to the endpoint thus reaches the peer over
+// the relay too. The Bind's fast path for other endpoints is untouched.
 //
 // Only WireGuard and weft control packets pass, in either direction, and
 // the endpoint reads only datagrams from the shared socket's own address.
@@ -39,8 +41,9 @@ type RelayedEndpoint struct {
 }
 
 // NewRelayedEndpoint opens a relayed endpoint whose outgoing packets go to
-// write (called from the endpoint's reader goroutine, in order; it must not
-// keep b). Close it when the path is gone.
+// write (called from the endpoint's reader goroutine and from the Bind's
+// Send, so possibly concurrently; it must not keep b). Close it when the
+// path is gone.
 func (c *Conn) NewRelayedEndpoint(write func(b []byte) error) (*RelayedEndpoint, error) {
 	if write == nil {
 		return nil, errors.New("nat relayed endpoint: write is nil")
@@ -77,7 +80,37 @@ func (c *Conn) NewRelayedEndpoint(write func(b []byte) error) (*RelayedEndpoint,
 	r.write.Store(&write)
 	r.wg.Add(1)
 	go r.readLoop()
+	c.relayed.Store(r.ap, r)
+	c.nRelayed.Add(1)
 	return r, nil
+}
+
+// relayedEndpoint returns the open RelayedEndpoint at ap, or nil.
+func (c *Conn) relayedEndpoint(ap netip.AddrPort) *RelayedEndpoint {
+	if c.nRelayed.Load() == 0 {
+		return nil // the common case, without a map lookup
+	}
+	if v, ok := c.relayed.Load(ap); ok {
+		return v.(*RelayedEndpoint)
+	}
+	return nil
+}
+
+// send writes what WireGuard sent to the endpoint (the Bind's Send), one
+// packet at a time. Failures count as dropped, as a lossy link's would.
+func (r *RelayedEndpoint) send(bufs [][]byte) {
+	write := *r.write.Load()
+	for _, b := range bufs {
+		if len(b) > MaxPacketSize || classify(b) != kindWireGuard {
+			r.dropped.Add(1)
+			continue
+		}
+		if err := write(b); err != nil {
+			r.dropped.Add(1)
+			continue
+		}
+		r.sent.Add(1)
+	}
 }
 
 // AddrPort is the endpoint's address: give it to WireGuard as the peer's
@@ -120,6 +153,9 @@ func (r *RelayedEndpoint) Counts() (sent, delivered, dropped uint64) {
 // loopback). It is idempotent.
 func (r *RelayedEndpoint) Close() error {
 	r.closeOnce.Do(func() {
+		if r.c.relayed.CompareAndDelete(r.ap, r) {
+			r.c.nRelayed.Add(-1)
+		}
 		r.udp.Close()
 		r.wg.Wait()
 	})

@@ -51,6 +51,13 @@
 // remote candidate is a relay, Path.SharedSocket is true: WireGuard sends
 // from the shared socket to the peer's relayed address.
 //
+// TURN servers come from the Mux (Config.TURN, for every session) and
+// from each session (SessionConfig.TURN): weft relays hand out credentials
+// that expire, so the node gathers them per connect. pion refreshes an
+// allocation with the credential its session started with; a session
+// whose path runs through its own allocation must be replaced by a new
+// one before that credential expires.
+//
 // Upgrading a relayed path to a direct one takes a new Session (a fresh
 // offer and answer, an ICE restart): pion does not re-check pairs that
 // failed, so a Session never upgrades on its own once its direct pairs

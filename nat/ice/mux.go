@@ -63,12 +63,14 @@ type Config struct {
 	// the NAT mapping WireGuard uses. Empty means no srflx candidates.
 	STUNServers []netip.AddrPort
 
-	// TURN servers allocate relay candidates (TURN over UDP). Empty means
-	// no relay candidates.
+	// TURN servers allocate relay candidates for every Session, besides
+	// those of SessionConfig.TURN. Empty means relay candidates only from
+	// sessions that name servers of their own.
 	TURN []TURNServer
 
 	// RelayOnly gathers only relay candidates, so every path goes through
-	// a TURN server. For tests and for forcing a relay.
+	// a TURN server. For tests and for forcing a relay. Every session then
+	// needs a TURN server, from TURN or its SessionConfig.TURN.
 	RelayOnly bool
 
 	// Logger receives diagnostics, with a "component"="ice" attribute;
@@ -76,11 +78,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// TURNServer is a TURN server reached over UDP and the long-term
-// credential to allocate on it.
+// TURNServer is a TURN server and the long-term credential to allocate on
+// it.
 type TURNServer struct {
 	Addr               netip.AddrPort
 	Username, Password string
+	// Transport is how the client reaches the server: "udp" or "tcp"
+	// (the relayed side is UDP either way). Empty means "udp".
+	Transport string
+}
+
+// check reports what is wrong with t, if anything.
+func (t TURNServer) check() error {
+	if !t.Addr.IsValid() || t.Addr.Port() == 0 {
+		return fmt.Errorf("TURN server %s needs an address and a port", t.Addr)
+	}
+	if t.Username == "" || t.Password == "" {
+		return fmt.Errorf("TURN server %s needs a username and a password", t.Addr)
+	}
+	switch t.Transport {
+	case "", "udp", "tcp":
+	default:
+		return fmt.Errorf("TURN server %s: transport %q, want udp or tcp", t.Addr, t.Transport)
+	}
+	return nil
+}
+
+// uri is t in the form pion's agent takes.
+func (t TURNServer) uri() *stun.URI {
+	proto := stun.ProtoTypeUDP
+	if t.Transport == "tcp" {
+		proto = stun.ProtoTypeTCP
+	}
+	return &stun.URI{
+		Scheme: stun.SchemeTypeTURN, Host: t.Addr.Addr().Unmap().String(), Port: int(t.Addr.Port()),
+		Username: t.Username, Password: t.Password, Proto: proto,
+	}
 }
 
 // Mux runs pion/ice agents (Sessions) over a shared UDP socket it does not
@@ -89,11 +122,13 @@ type TURNServer struct {
 // methods are safe for concurrent use.
 type Mux struct {
 	log       *slog.Logger
+	local     netip.AddrPort // Config.LocalAddr
 	pc        *sharedConn
 	udp       *pion.UniversalUDPMuxDefault
-	host      *listenMux // udp, with weft's host addresses
-	srflx     *listenMux // udp, with one address to gather srflx for
-	urls      []*stun.URI
+	host      *listenMux  // udp, with weft's host addresses
+	srflx     *listenMux  // udp, with one address to gather srflx for
+	urls      []*stun.URI // STUN servers and Config.TURN
+	nTURN     int         // len(Config.TURN)
 	networks  []pion.NetworkType
 	types     []pion.CandidateType
 	factory   slogFactory
@@ -117,10 +152,25 @@ type Mux struct {
 // rather than every address of every interface.
 type listenMux struct {
 	*pion.UniversalUDPMuxDefault
+	mu    sync.Mutex // guards addrs, which SetLocalAddrs replaces
 	addrs []net.Addr
 }
 
-func (l *listenMux) GetListenAddresses() []net.Addr { return l.addrs }
+func newListenMux(m *pion.UniversalUDPMuxDefault, addrs []net.Addr) *listenMux {
+	return &listenMux{UniversalUDPMuxDefault: m, addrs: addrs}
+}
+
+func (l *listenMux) GetListenAddresses() []net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addrs
+}
+
+func (l *listenMux) setAddrs(addrs []net.Addr) {
+	l.mu.Lock()
+	l.addrs = addrs
+	l.mu.Unlock()
+}
 
 // NewMux starts a Mux. Close it to stop its goroutines and every Session.
 func NewMux(cfg Config) (*Mux, error) {
@@ -131,25 +181,9 @@ func NewMux(cfg Config) (*Mux, error) {
 	if !local.IsValid() || local.Port() == 0 {
 		return nil, fmt.Errorf("ice mux: Config.LocalAddr %s needs an address and a port; pass the shared socket's local address", cfg.LocalAddr)
 	}
-	var hosts []netip.AddrPort
-	if local.Addr().IsUnspecified() {
-		for _, h := range cfg.LocalAddrs {
-			h = unmap(h)
-			if h.Port() == 0 {
-				h = netip.AddrPortFrom(h.Addr(), local.Port())
-			}
-			if !h.Addr().IsValid() || h.Addr().IsUnspecified() || h.Addr().IsMulticast() {
-				return nil, fmt.Errorf("ice mux: Config.LocalAddrs has %s, which is not a unicast address", h)
-			}
-			if local.Addr().Is4() && h.Addr().Is6() {
-				return nil, fmt.Errorf("ice mux: Config.LocalAddrs has IPv6 %s but the socket is IPv4-only (%s)", h, local)
-			}
-			hosts = append(hosts, h)
-		}
-	} else if len(cfg.LocalAddrs) > 0 {
-		return nil, fmt.Errorf("ice mux: Config.LocalAddrs is only for a socket bound to the unspecified address, and LocalAddr is %s", local)
-	} else {
-		hosts = []netip.AddrPort{local}
+	hosts, err := hostAddrs(local, cfg.LocalAddrs)
+	if err != nil {
+		return nil, fmt.Errorf("ice mux: Config.%w", err)
 	}
 	for _, s := range cfg.STUNServers {
 		if !s.IsValid() || s.Port() == 0 {
@@ -157,15 +191,9 @@ func NewMux(cfg Config) (*Mux, error) {
 		}
 	}
 	for _, t := range cfg.TURN {
-		if !t.Addr.IsValid() || t.Addr.Port() == 0 {
-			return nil, fmt.Errorf("ice mux: TURN server %s needs an address and a port", t.Addr)
+		if err := t.check(); err != nil {
+			return nil, fmt.Errorf("ice mux: %w", err)
 		}
-		if t.Username == "" || t.Password == "" {
-			return nil, fmt.Errorf("ice mux: TURN server %s needs a username and a password", t.Addr)
-		}
-	}
-	if cfg.RelayOnly && len(cfg.TURN) == 0 {
-		return nil, errors.New("ice mux: Config.RelayOnly needs at least one TURN server in Config.TURN")
 	}
 
 	log := cfg.Logger
@@ -199,11 +227,10 @@ func NewMux(cfg Config) (*Mux, error) {
 	}
 	for _, t := range cfg.TURN {
 		family(t.Addr.Addr())
-		m.urls = append(m.urls, &stun.URI{
-			Scheme: stun.SchemeTypeTURN, Host: t.Addr.Addr().Unmap().String(), Port: int(t.Addr.Port()),
-			Username: t.Username, Password: t.Password, Proto: stun.ProtoTypeUDP,
-		})
+		m.urls = append(m.urls, t.uri())
 	}
+	m.nTURN = len(cfg.TURN)
+
 	if v4 || !v6 {
 		m.networks = append(m.networks, pion.NetworkTypeUDP4)
 	}
@@ -227,21 +254,75 @@ func NewMux(cfg Config) (*Mux, error) {
 	m.udp = pion.NewUniversalUDPMuxDefault(pion.UniversalUDPMuxParams{
 		Logger:  m.factory.NewLogger("udpmux"),
 		UDPConn: m.pc,
+		// pion keeps a server's answer for 25 s by default and has no way
+		// to forget it: a session started after the machine moved to
+		// another network (SetLocalAddrs) or its NAT re-mapped it would
+		// offer the old mapping. Every gathering asks again (one round
+		// trip to each STUN server).
+		XORMappedAddrCacheTTL: time.Millisecond,
 	})
-	hostAddrs := make([]net.Addr, len(hosts))
-	for i, h := range hosts {
-		hostAddrs[i] = net.UDPAddrFromAddrPort(h)
-	}
-	m.host = &listenMux{m.udp, hostAddrs}
-	// One srflx candidate per STUN server, whatever the number of host
-	// addresses: they all share one socket, so one NAT mapping.
-	srflxAddr := net.Addr(net.UDPAddrFromAddrPort(local))
-	if len(hosts) > 0 {
-		srflxAddr = hostAddrs[0]
-	}
-	m.srflx = &listenMux{m.udp, []net.Addr{srflxAddr}}
+	m.local = local
+	m.host, m.srflx = newListenMux(m.udp, nil), newListenMux(m.udp, nil)
+	m.setHosts(hosts)
 	log.Debug("mux started", "local", local, "hosts", hosts, "stun", len(cfg.STUNServers), "turn", len(cfg.TURN), "relayOnly", cfg.RelayOnly)
 	return m, nil
+}
+
+// hostAddrs checks the host candidate addresses of a socket bound to
+// local (see Config.LocalAddrs) and fills in their ports.
+func hostAddrs(local netip.AddrPort, addrs []netip.AddrPort) ([]netip.AddrPort, error) {
+	if !local.Addr().IsUnspecified() {
+		if len(addrs) > 0 {
+			return nil, fmt.Errorf("LocalAddrs is only for a socket bound to the unspecified address, and LocalAddr is %s", local)
+		}
+		return []netip.AddrPort{local}, nil
+	}
+	var hosts []netip.AddrPort
+	for _, h := range addrs {
+		h = unmap(h)
+		if h.Port() == 0 {
+			h = netip.AddrPortFrom(h.Addr(), local.Port())
+		}
+		if !h.Addr().IsValid() || h.Addr().IsUnspecified() || h.Addr().IsMulticast() {
+			return nil, fmt.Errorf("LocalAddrs has %s, which is not a unicast address", h)
+		}
+		if local.Addr().Is4() && h.Addr().Is6() {
+			return nil, fmt.Errorf("LocalAddrs has IPv6 %s but the socket is IPv4-only (%s)", h, local)
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts, nil
+}
+
+// setHosts makes hosts the addresses of host candidates, and the first
+// the base of srflx ones.
+func (m *Mux) setHosts(hosts []netip.AddrPort) {
+	addrs := make([]net.Addr, len(hosts))
+	for i, h := range hosts {
+		addrs[i] = net.UDPAddrFromAddrPort(h)
+	}
+	m.host.setAddrs(addrs)
+	// One srflx candidate per STUN server, whatever the number of host
+	// addresses: they all share one socket, so one NAT mapping.
+	srflx := net.Addr(net.UDPAddrFromAddrPort(m.local))
+	if len(addrs) > 0 {
+		srflx = addrs[0]
+	}
+	m.srflx.setAddrs([]net.Addr{srflx})
+}
+
+// SetLocalAddrs replaces Config.LocalAddrs, for a socket bound to the
+// unspecified address whose machine changed addresses (it moved to
+// another network). Sessions created afterwards gather the new host
+// candidates; existing ones keep theirs.
+func (m *Mux) SetLocalAddrs(addrs []netip.AddrPort) error {
+	hosts, err := hostAddrs(m.local, addrs)
+	if err != nil {
+		return fmt.Errorf("ice mux: %w", err)
+	}
+	m.setHosts(hosts)
+	m.log.Debug("host addresses changed", "hosts", hosts)
+	return nil
 }
 
 // Deliver offers a STUN packet received on the shared socket to the Mux.

@@ -32,6 +32,13 @@ type SessionConfig struct {
 	// GatherTimeout bounds LocalDescription's wait for candidate
 	// gathering; what was gathered by then is used. Zero means 8 s.
 	GatherTimeout time.Duration
+
+	// TURN servers allocate relay candidates for this session, besides
+	// the Mux's Config.TURN: credentials that change (a weft relay's
+	// expire) go here, one session at a time. A session on a relay path
+	// keeps refreshing its allocation with these credentials; replace it
+	// with a new session before they expire.
+	TURN []TURNServer
 }
 
 // Path is a working candidate pair, the route packets to the peer take.
@@ -100,6 +107,15 @@ type Session struct {
 	wg        sync.WaitGroup // the read loop
 }
 
+// relayAcceptanceWait is how long after checks start the controlling
+// agent may nominate a pair through a TURN relay, so that a direct pair
+// that works wins. pion waits 2 s by default, which is most of a relayed
+// connect's time to first byte; hole punching takes a few check rounds
+// (pion checks every 200 ms, and waits 500 ms for srflx pairs), and a
+// direct path that appears later is found by the initiator's upgrade
+// retries (package weft).
+const relayAcceptanceWait = 600 * time.Millisecond
+
 // NewSession creates an ICE agent on the shared socket and starts
 // gathering its candidates. Close the Session when done with it.
 func (m *Mux) NewSession(cfg SessionConfig) (*Session, error) {
@@ -118,16 +134,32 @@ func (m *Mux) NewSession(cfg SessionConfig) (*Session, error) {
 		s.gatherWait = defaultGatherTimeout
 	}
 	s.log = m.log.With("ufrag", s.ufrag, "controlling", s.controlling)
-	if err := m.addSession(s); err != nil {
-		return nil, fmt.Errorf("ice new session: %w", err)
+	urls, networks, types := m.urls, m.networks, m.types
+	if len(cfg.TURN) > 0 {
+		urls = slices.Clone(m.urls)
+		for _, t := range cfg.TURN {
+			if err := t.check(); err != nil {
+				return nil, fmt.Errorf("ice new session: %w", err)
+			}
+			urls = append(urls, t.uri())
+			if t.Addr.Addr().Unmap().Is6() && !slices.Contains(networks, pion.NetworkTypeUDP6) {
+				networks = append(slices.Clip(networks), pion.NetworkTypeUDP6)
+			}
+		}
+		if !slices.Contains(types, pion.CandidateTypeRelay) {
+			types = append(slices.Clip(types), pion.CandidateTypeRelay)
+		}
+	}
+	if m.relayOnly && len(cfg.TURN) == 0 && m.nTURN == 0 {
+		return nil, errors.New("ice new session: the Mux is RelayOnly and neither Config.TURN nor SessionConfig.TURN names a TURN server")
 	}
 	opts := []pion.AgentOption{
 		pion.WithLocalCredentials(s.ufrag, randICEString(32)),
 		pion.WithUDPMux(m.host),
 		pion.WithUDPMuxSrflx(m.srflx),
-		pion.WithUrls(m.urls),
-		pion.WithNetworkTypes(m.networks),
-		pion.WithCandidateTypes(m.types),
+		pion.WithUrls(urls),
+		pion.WithNetworkTypes(networks),
+		pion.WithCandidateTypes(types),
 		pion.WithMulticastDNSMode(pion.MulticastDNSModeDisabled),
 		pion.WithLoggerFactory(m.factory),
 	}
@@ -135,14 +167,32 @@ func (m *Mux) NewSession(cfg SessionConfig) (*Session, error) {
 		// pion only drops its 2 s wait before nominating a relay pair
 		// for relay-only agents built from an AgentConfig.
 		opts = append(opts, pion.WithRelayAcceptanceMinWait(0))
+	} else {
+		opts = append(opts, pion.WithRelayAcceptanceMinWait(relayAcceptanceWait))
+	}
+	if slices.Contains(types, pion.CandidateTypeRelay) {
+		// TURN allocations over UDP on sockets that keep pion from
+		// asking a public TURN server to relay to private addresses,
+		// which can cost the allocation (turnfilter.go).
+		tn, err := newTURNNet()
+		if err != nil {
+			m.removeSession(s)
+			return nil, fmt.Errorf("ice new session: %w", err)
+		}
+		opts = append(opts, pion.WithNet(tn))
 	}
 	opts = append(opts, m.testAgentOptions...)
 	agent, err := pion.NewAgentWithOptions(opts...)
 	if err != nil {
-		m.removeSession(s)
 		return nil, fmt.Errorf("ice new session: %w", err)
 	}
 	s.agent = agent
+	// Registered only with its agent in place: a Mux.Close racing this
+	// call either refuses the session here or closes its agent.
+	if err := m.addSession(s); err != nil {
+		agent.Close()
+		return nil, fmt.Errorf("ice new session: %w", err)
+	}
 	err = errors.Join(
 		agent.OnCandidate(func(c pion.Candidate) {
 			if c == nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,13 @@ type pair struct {
 // sealed control messages will carry it.
 func connect(t *testing.T, na, nb *node) *pair {
 	t.Helper()
+	return connectWith(t, na, nb, SessionConfig{}, SessionConfig{})
+}
+
+// connectWith is connect with session configurations of its own (their
+// Controlling and OnPacket fields are set here).
+func connectWith(t *testing.T, na, nb *node, ca, cb SessionConfig) *pair {
+	t.Helper()
 	p := &pair{inA: make(chan []byte, 1024), inB: make(chan []byte, 1024)}
 	onPacket := func(ch chan []byte) func([]byte) {
 		return func(b []byte) {
@@ -155,12 +163,14 @@ func connect(t *testing.T, na, nb *node) *pair {
 		}
 	}
 	var err error
-	p.a, err = na.mux.NewSession(SessionConfig{Controlling: true, OnPacket: onPacket(p.inA)})
+	ca.Controlling, ca.OnPacket = true, onPacket(p.inA)
+	cb.Controlling, cb.OnPacket = false, onPacket(p.inB)
+	p.a, err = na.mux.NewSession(ca)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.a.Close() })
-	p.b, err = nb.mux.NewSession(SessionConfig{OnPacket: onPacket(p.inB)})
+	p.b, err = nb.mux.NewSession(cb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +625,6 @@ func TestNewMuxConfig(t *testing.T) {
 		{"local addrs with specific", Config{Send: send, LocalAddr: netip.MustParseAddrPort("127.0.0.1:1"), LocalAddrs: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:0")}}, "only for a socket bound to the unspecified"},
 		{"v6 on v4 socket", Config{Send: send, LocalAddr: netip.MustParseAddrPort("0.0.0.0:1"), LocalAddrs: []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:0")}}, "IPv4-only"},
 		{"turn without password", Config{Send: send, LocalAddr: netip.MustParseAddrPort("127.0.0.1:1"), TURN: []TURNServer{{Addr: netip.MustParseAddrPort("127.0.0.1:3478"), Username: "u"}}}, "needs a username and a password"},
-		{"relay only without turn", Config{Send: send, LocalAddr: netip.MustParseAddrPort("127.0.0.1:1"), RelayOnly: true}, "RelayOnly needs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := NewMux(tc.cfg)
@@ -718,5 +727,62 @@ func TestConnectPrefersDirect(t *testing.T) {
 	p := connect(t, a, b)
 	if p.pa.LocalType != TypeHost || p.pa.RemoteType != TypeHost || p.pa.Relayed {
 		t.Fatalf("A path = %v, want host to host", p.pa)
+	}
+}
+
+// TestSessionTURN: TURN servers given per session (SessionConfig.TURN)
+// allocate relay candidates for that session only, and carry a relayed
+// path on a RelayOnly Mux that has no TURN server of its own.
+func TestSessionTURN(t *testing.T) {
+	ts := startTURN(t)
+	relayOnly := func(c *Config) { c.RelayOnly = true }
+	a, b := newNode(t, relayOnly), newNode(t, relayOnly)
+	if _, err := a.mux.NewSession(SessionConfig{}); err == nil || !strings.Contains(err.Error(), "RelayOnly") {
+		t.Fatalf("session without TURN on a RelayOnly mux: %v, want a RelayOnly error", err)
+	}
+	if _, err := a.mux.NewSession(SessionConfig{TURN: []TURNServer{{Addr: ts.Addr}}}); err == nil {
+		t.Fatal("session with a TURN server without credential: no error")
+	}
+	if _, err := a.mux.NewSession(SessionConfig{TURN: []TURNServer{{Addr: ts.Addr, Username: "u", Password: "p", Transport: "sctp"}}}); err == nil {
+		t.Fatal("session with TURN transport sctp: no error")
+	}
+	sc := SessionConfig{TURN: []TURNServer{ts}}
+	p := connectWith(t, a, b, sc, sc)
+	if p.pa.LocalType != TypeRelay || !p.pa.Relayed || p.pa.Local.Addr() != ts.Addr.Addr() {
+		t.Errorf("A path = %v, want a relayed one on %s", p.pa, ts.Addr)
+	}
+	if err := p.a.Write(wgPacket(1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-p.inB:
+		if !bytes.Equal(got, wgPacket(1)) {
+			t.Fatalf("B got %x", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("datagram did not arrive through the relay")
+	}
+
+	// On an ordinary Mux, a session's own TURN server adds a relay
+	// candidate to its description; a session without one has none.
+	c := newNode(t)
+	for _, tc := range []struct {
+		name  string
+		cfg   SessionConfig
+		relay bool
+	}{{"with TURN", sc, true}, {"without", SessionConfig{}, false}} {
+		s, err := c.mux.NewSession(tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.LocalDescription()
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := slices.ContainsFunc(d.Candidates, func(c Candidate) bool { return c.Type == TypeRelay })
+		if has != tc.relay {
+			t.Errorf("%s: relay candidate %v, want %v (%v)", tc.name, has, tc.relay, d)
+		}
 	}
 }
