@@ -472,8 +472,6 @@ func TestDHTRevokedNode(t *testing.T) {
 	}
 	expectName(t, dn.nodes["m4"], "m1") // m4 had a tunnel, and is known
 	dn.resolveAll(t)
-	m4 := dn.nodes["m4"]
-	m4ID := m4.NodeID()
 	if _, err := dn.nodes["anchor"].Revoke(ctxT(t), "m4", "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -486,8 +484,97 @@ func TestDHTRevokedNode(t *testing.T) {
 		}
 		return nil
 	})
+	dn.expectRevoked(t, "m4", others, "m3", "m2")
+}
+
+// TestDHTGossipRevocation: in a network of 21 nodes (the anchor, 19
+// member servers and a DHT client), a revocation made at the anchor
+// reaches every other node by gossip within a few rounds — the client by
+// pulling from its servers — and the revoked node is then out of the DHT
+// everywhere. Under -short, 9 nodes.
+func TestDHTGossipRevocation(t *testing.T) {
+	members, victim := 19, "m7"
+	if testing.Short() {
+		members, victim = 7, "m5"
+	}
+	dn := newDHTNet(t, members, func(name string, c *weft.Config) {
+		c.DHTReplication = 5
+		if name == "c1" {
+			c.DHTRole = weft.DHTRoleClient
+		}
+	})
+	dn.join(t, "c1")
+	for _, n := range dn.nodes {
+		serveName(t, n)
+	}
+	poll(t, 10*time.Second, "c1 knows DHT servers", func() error {
+		st, err := dn.nodes["c1"].DHT()
+		if err != nil || len(st.Contacts) == 0 {
+			return fmt.Errorf("c1's table: %d contacts, %v", len(st.Contacts), err)
+		}
+		return nil
+	})
+	expectName(t, dn.nodes[victim], "m1")
+	var others []string
+	for _, name := range dn.running() {
+		if name != victim {
+			others = append(others, name)
+		}
+	}
+	victimID := dn.nodes[victim].NodeID()
+
+	if _, err := dn.nodes["anchor"].Revoke(ctxT(t), victim, "gossip test"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	learned := map[string]time.Duration{}
+	for len(learned) < len(others) {
+		for _, name := range others {
+			if _, ok := learned[name]; ok {
+				continue
+			}
+			for _, r := range dn.nodes[name].Trust().Revocations {
+				if r.NodeID == victimID {
+					learned[name] = time.Since(start)
+				}
+			}
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("revocation known to %d of %d nodes after 10s: %v", len(learned), len(others), learned)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var times []time.Duration
+	var servers time.Duration // the last server to learn it
+	for name, d := range learned {
+		times = append(times, d)
+		if name != "c1" {
+			servers = max(servers, d)
+		}
+	}
+	slices.Sort(times)
+	last := times[len(times)-1]
+	// The node's gossip round is 750 ms (trustnode.go gossipInterval).
+	const round = 750 * time.Millisecond
+	t.Logf("revocation reached all %d other nodes in %v (≈%d gossip rounds of %v): median %v, every server %v, the client c1 (by pull) %v",
+		len(others), last.Round(time.Millisecond), (last+round-1)/round, round, times[len(times)/2].Round(time.Millisecond),
+		servers.Round(time.Millisecond), learned["c1"].Round(time.Millisecond))
+	if last > 5*round {
+		t.Errorf("revocation took %v to reach every node, want a few rounds (%v each)", last, round)
+	}
+	dn.expectRevoked(t, victim, others, "m3", "m2")
+}
+
+// expectRevoked checks that the revoked node victim is out of the DHT of
+// every node of others (no routing-table entry, its records refused,
+// neither resolved nor found by node ID) and gets no tunnel: not from
+// victim to to, nor from from to victim.
+func (dn *dhtNet) expectRevoked(t *testing.T, victim string, others []string, to, from string) {
+	t.Helper()
+	vn := dn.nodes[victim]
+	vID := vn.NodeID()
 	r := newRogue(t)
-	fresh := signAs(t, dn.dirs["m4"], uint64(time.Now().UnixNano()), time.Now().Add(30*time.Minute), r.conn.LocalAddr())
+	fresh := signAs(t, dn.dirs[victim], uint64(time.Now().UnixNano()), time.Now().Add(30*time.Minute), r.conn.LocalAddr())
 	for _, name := range others {
 		n := dn.nodes[name]
 		st, err := n.DHT()
@@ -495,27 +582,29 @@ func TestDHTRevokedNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range st.Contacts {
-			if c.NodeID == m4ID {
-				t.Errorf("revoked m4 is still in %s's routing table", name)
+			if c.NodeID == vID {
+				t.Errorf("revoked %s is still in %s's routing table", victim, name)
 			}
 		}
-		expectErr(t, name+": store of the revoked node's record", r.store(t, n, dht.NameKey("m4"), fresh), "revoked")
-		if _, err := n.Resolve(ctxT(t), "m4"); err == nil {
-			t.Errorf("%s still resolves the revoked m4", name)
+		if st.Role == weft.DHTRoleServer {
+			expectErr(t, name+": store of the revoked node's record", r.store(t, n, dht.NameKey(victim), fresh), "revoked")
 		}
-		if res, err := n.Lookup(ctxT(t), m4ID.String()); err != nil || res.Record != nil {
-			t.Errorf("%s still finds the revoked m4 by node ID: %+v, %v", name, res.Record, err)
+		if _, err := n.Resolve(ctxT(t), victim); err == nil {
+			t.Errorf("%s still resolves the revoked %s", name, victim)
+		}
+		if res, err := n.Lookup(ctxT(t), vID.String()); err != nil || res.Record != nil {
+			t.Errorf("%s still finds the revoked %s by node ID: %+v, %v", name, victim, res.Record, err)
 		}
 	}
 	// No tunnel either way, not even with a node it never talked to.
-	c := httpClient(m4)
+	c := httpClient(vn)
 	c.Timeout = 5 * time.Second
-	if body, err := getBody(c, "http://m3/"); err == nil {
-		t.Fatalf("revoked m4 reached m3: %q", body)
+	if body, err := getBody(c, "http://"+to+"/"); err == nil {
+		t.Fatalf("revoked %s reached %s: %q", victim, to, body)
 	}
-	c = httpClient(dn.nodes["m2"])
+	c = httpClient(dn.nodes[from])
 	c.Timeout = 5 * time.Second
-	if body, err := getBody(c, "http://"+m4ID.String()+".id.weft.internal/"); err == nil {
-		t.Fatalf("m2 reached the revoked m4: %q", body)
+	if body, err := getBody(c, "http://"+vID.String()+".id.weft.internal/"); err == nil {
+		t.Fatalf("%s reached the revoked %s: %q", from, victim, body)
 	}
 }

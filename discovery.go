@@ -35,8 +35,11 @@ const (
 
 // Timing and bounds of the node's DHT upkeep.
 const (
-	// dhtTimeout bounds one DHT request (nat retransmits within it).
-	dhtTimeout = 3 * time.Second
+	// dhtTimeout bounds one DHT request (nat retransmits within it, at
+	// 0, 200 and 600 ms) to a node whose round trip is not known yet;
+	// dht waits 3×RTT (at least 300 ms) for one whose RTT it measured, so
+	// a dead contact costs lookups little before it is evicted.
+	dhtTimeout = time.Second
 	// smallTable: a routing table with fewer live contacts keeps being
 	// bootstrapped from the bootstrap nodes (with backoff).
 	smallTable = 8
@@ -64,10 +67,6 @@ const (
 	maxFetches   = 16
 	// maxKnown bounds the verified records kept for Admit and Identify.
 	maxKnown = 1 << 16
-	// handOffMax bounds the records handed to one new contact, and
-	// handOffEvery how often one contact is handed records.
-	handOffMax   = 20
-	handOffEvery = 10 * time.Minute
 )
 
 // discovery is the node's DHT bookkeeping beside the dht package's own:
@@ -89,23 +88,21 @@ type discovery struct {
 	probed       map[[32]byte]probeRun             // probes run, by asking server
 	republish    bool                              // the record changed: publish it now
 	retryPublish bool                              // the last publication failed
-	handedOff    map[addr.NodeID]time.Time         // when records were last handed to a contact
 }
 
 // init readies d for a node configured with role.
 func (d *discovery) init(role DHTRole) {
 	*d = discovery{
-		known:     make(map[addr.NodeID]*trust.NodeRecord),
-		byKey:     make(map[[32]byte]addr.NodeID),
-		fetching:  make(map[netip.AddrPort]bool),
-		failed:    make(map[netip.AddrPort]time.Time),
-		banned:    make(map[[32]byte]bool),
-		reach:     make(map[[16]byte]*reachWait),
-		served:    make(map[addr.NodeID]servedCheck),
-		probed:    make(map[[32]byte]probeRun),
-		handedOff: make(map[addr.NodeID]time.Time),
-		role:      DHTRoleServer,
-		roleWhy:   "not checked yet",
+		known:    make(map[addr.NodeID]*trust.NodeRecord),
+		byKey:    make(map[[32]byte]addr.NodeID),
+		fetching: make(map[netip.AddrPort]bool),
+		failed:   make(map[netip.AddrPort]time.Time),
+		banned:   make(map[[32]byte]bool),
+		reach:    make(map[[16]byte]*reachWait),
+		served:   make(map[addr.NodeID]servedCheck),
+		probed:   make(map[[32]byte]probeRun),
+		role:     DHTRoleServer,
+		roleWhy:  "not checked yet",
 	}
 	switch role {
 	case DHTRoleServer:
@@ -121,8 +118,9 @@ var errDHTClient = errors.New("this node is a DHT client and answers no DHT requ
 // errRevokedPeer refuses DHT traffic with a revoked node.
 var errRevokedPeer = errors.New("that node has been revoked by the network's anchors")
 
-// startDHT creates the node's DHT over its socket. Requests are answered
-// once the socket's handlers are registered, which this does.
+// startDHT creates the node's DHT over its socket, and the gossip of trust
+// statements over its table. Requests are answered once the socket's
+// handlers are registered, which this does.
 func (n *Node) startDHT() error {
 	n.serving.Store(n.disc.role == DHTRoleServer)
 	d, err := dht.New(dht.Options{
@@ -145,7 +143,7 @@ func (n *Node) startDHT() error {
 		return err
 	}
 	n.dht = d
-	return nil
+	return n.startGossip()
 }
 
 // dhtTransport carries the DHT over the node's socket. It refuses to talk
@@ -294,84 +292,11 @@ func (n *Node) admit(c dht.Contact) bool {
 		}
 	}
 	if rec != nil && rec.WireGuardKey() == c.Peer.Key {
-		if !isServer(rec) {
-			return false
-		}
-		n.handOff(c)
-		return true
+		// dht hands a newly admitted server the records it should hold.
+		return isServer(rec)
 	}
 	n.fetchContact(c.Peer, c.ID)
 	return false
-}
-
-// handOff stores on a newly admitted contact the records it is now among
-// the k closest nodes for and closer to than this node, which is among
-// the k closest too (Kademlia's rule for joins):
-// otherwise a record put while the network was smaller stays on nodes that
-// lookups, which converge on the k closest, no longer ask, until its owner
-// republishes. At most handOffMax records go per contact (receivers
-// rate-limit stores per sender); republishing covers the rest.
-// TODO(dht): this belongs in the dht package, on a new-contact event.
-func (n *Node) handOff(c dht.Contact) {
-	if !n.serving.Load() || n.dht == nil {
-		return
-	}
-	now := n.now()
-	n.disc.mu.Lock()
-	if t, ok := n.disc.handedOff[c.ID]; ok && now.Sub(t) < handOffEvery {
-		n.disc.mu.Unlock()
-		return
-	}
-	if len(n.disc.handedOff) > 4096 {
-		clear(n.disc.handedOff)
-	}
-	n.disc.handedOff[c.ID] = now
-	n.disc.mu.Unlock()
-	n.goBackground(func(ctx context.Context) {
-		k := n.cfg.DHTReplication
-		if k <= 0 {
-			k = dht.DefaultK
-		}
-		them, self := dht.NodeKey(c.ID), dht.NodeKey(n.nodeID)
-		var recs []dht.Record
-		n.store.Range(func(r dht.Record) bool {
-			closerThanThem, closerThanSelf := 0, 0
-			for _, x := range n.dht.Table().Closest(r.Key, k) {
-				xk := dht.NodeKey(x.ID)
-				if xk == them {
-					continue
-				}
-				if dht.CompareDistance(r.Key, xk, them) < 0 {
-					closerThanThem++
-				}
-				if dht.CompareDistance(r.Key, xk, self) < 0 {
-					closerThanSelf++
-				}
-			}
-			// Only to a node closer to the key than this one: nodes
-			// further away were already in reach of the publisher.
-			if closerThanThem < k && closerThanSelf < k && dht.CompareDistance(r.Key, them, self) < 0 {
-				recs = append(recs, r)
-			}
-			return len(recs) < handOffMax
-		})
-		for _, r := range recs {
-			body, err := dht.StoreRequest{Key: r.Key, Value: r.Value}.MarshalBinary()
-			if err != nil {
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, dhtTimeout)
-			_, err = n.conn.Call(cctx, nat.Peer{Addr: c.Peer.Addr, Key: c.Peer.Key}, nat.MsgStore, body)
-			cancel()
-			if err != nil {
-				n.logger.Debug("record hand-off failed", "to", c.Peer.Addr, "err", err)
-				return
-			}
-		}
-		if len(recs) > 0 {
-			n.logger.Debug("handed records to a new contact", "to", c.ID.Short(), "records", len(recs))
-		}
-	})
 }
 
 // identify maps the authenticated sender of a DHT request to its node

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -83,13 +84,6 @@ const (
 	iceMaxAnswering = 64
 )
 
-// TURNServer is a TURN relay (RFC 8656 over UDP) and the long-term
-// credential to allocate on it (`weft up --turn turn:HOST:PORT?user=U&pass=P`).
-type TURNServer struct {
-	Addr               netip.AddrPort
-	Username, Password string
-}
-
 // natState is the node's NAT traversal: the ICE mux over its socket, the
 // ICE sessions in use, and, as a rendezvous node, the members registered
 // with it.
@@ -99,18 +93,213 @@ type natState struct {
 	// succeeded.
 	registered atomic.Int64
 
-	mu        sync.Mutex                 // guards the fields below
-	paths     map[addr.NodeID]*peerPath  // ICE paths in use, by peer
-	answering map[answerKey]*answering   // responder sessions being set up
-	regs      map[[32]byte]registration  // members registered with this node, by key
-	limits    map[[32]byte]*tokenBucket  // forwards per member
-	report    *nat.NATReport             // the last netcheck, or nil
-	lastFail  map[addr.NodeID]failReason // why the last connect to a peer failed
+	mu        sync.Mutex                    // guards the fields below
+	paths     map[addr.NodeID]*peerPath     // ICE paths in use, by peer
+	answering map[answerKey]*answering      // responder sessions being set up
+	regs      map[[32]byte]registration     // members registered with this node, by key
+	limits    map[[32]byte]*tokenBucket     // forwards per member
+	report    *nat.NATReport                // the last netcheck, or nil
+	lastFail  map[addr.NodeID]failReason    // why the last connect to a peer failed
+	creds     map[[32]byte]*relayCredsEntry // weft relays' credentials, by relay node key (relay.go)
+	probeAlt  net.PacketConn                // second socket for change-port probes, or nil
+	probing   bool                          // ServeProbes is on (DHT server role)
+
+	// checked is closed once netchecks have named this node's NAT type,
+	// or have tried every STUN server and prober known after the
+	// bootstrap nodes answered, or after iceNetcheckWait (netcheckLoop),
+	// so that a connect can wait for the NAT type (it goes in the offer
+	// and the answer, and so in both sides' path reasons).
+	checked   chan struct{}
+	checkOnce sync.Once
+	// netChanged asks netcheckLoop for a netcheck now: the machine's
+	// network changed (watchNetwork).
+	netChanged chan struct{}
+}
+
+// Waits for the first netcheck: a connect's offer (iceNetcheckWait) and
+// an answer (iceAnswerNetcheckWait) carry this node's NAT type.
+const (
+	iceNetcheckWait       = 4 * time.Second
+	iceAnswerNetcheckWait = 1500 * time.Millisecond
+)
+
+// Netchecks (netcheckLoop). The first runs as the node comes up, when it
+// often knows only its bootstrap nodes' addresses: one STUN server, which
+// cannot tell a symmetric NAT, and no prober. Another runs as soon as STUN
+// servers or probers it has not tried become known (the bootstrap nodes'
+// hellos bring their records, with their relays) while the NAT type is
+// still unknown, and one every iceNetcheckEvery.
+const (
+	iceNetcheckEvery   = 10 * time.Minute
+	iceNetcheckTimeout = 10 * time.Second
+	// iceNetcheckPoll is how often new servers are looked for until the
+	// first netchecks settle (checked), iceTick after.
+	iceNetcheckPoll = 50 * time.Millisecond
+)
+
+// waitNetcheck waits at most d for the first netchecks (checked).
+func (n *Node) waitNetcheck(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-n.nat.checked:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 type failReason struct {
 	why string
 	at  time.Time
+}
+
+// netcheckLoop runs the netchecks (see iceNetcheckEvery) and closes
+// checked.
+func (n *Node) netcheckLoop() {
+	defer n.wg.Done()
+	start := time.Now()
+	var last time.Time
+	// Servers and probers tried since the last periodic netcheck: only
+	// new ones make another run (the helpers' order changes with RTTs).
+	triedSTUN := map[netip.AddrPort]bool{}
+	triedProbers := map[[32]byte]bool{}
+	settle := func() { n.nat.checkOnce.Do(func() { close(n.nat.checked) }) }
+	defer settle()
+	for {
+		servers, probers := n.netcheckServers(), n.probers()
+		grew := false
+		for _, s := range servers {
+			grew = grew || !triedSTUN[s]
+		}
+		for _, p := range probers {
+			grew = grew || !triedProbers[p.Key]
+		}
+		now := time.Now()
+		periodic := last.IsZero() || now.Sub(last) >= iceNetcheckEvery
+		if periodic || grew && n.natKind() == "" && len(servers) > 0 {
+			if periodic {
+				clear(triedSTUN)
+				clear(triedProbers)
+			}
+			for _, s := range servers {
+				triedSTUN[s] = true
+			}
+			for _, p := range probers {
+				triedProbers[p.Key] = true
+			}
+			last = now
+			ctx, cancel := context.WithTimeout(n.ctx, iceNetcheckTimeout)
+			_, err := n.netcheck(ctx, servers, probers)
+			cancel()
+			if n.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				n.logger.Debug("netcheck", "err", err)
+			}
+			continue // look for servers that became known meanwhile
+		}
+		// Nothing new to try: settled if the NAT type is known, or every
+		// bootstrap node answered (their records, and so relays, known).
+		if n.natKind() != "" || n.bootstrapResolved() || time.Since(start) >= iceNetcheckWait {
+			settle()
+		}
+		wait := iceTick
+		select {
+		case <-n.nat.checked:
+		default:
+			wait = iceNetcheckPoll
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.nat.netChanged:
+			last = time.Time{} // a periodic netcheck now
+		case <-time.After(wait):
+		}
+	}
+}
+
+// bootstrapResolved says whether every bootstrap node has answered a
+// hello, and its record is known.
+func (n *Node) bootstrapResolved() bool {
+	n.mu.Lock()
+	want := n.selfExcludedBootstrapLocked()
+	var ids []addr.NodeID
+	ok := len(n.bootPeers) >= len(want)
+	for _, id := range n.bootIDs {
+		ids = append(ids, id)
+	}
+	n.mu.Unlock()
+	for _, id := range ids {
+		ok = ok && n.knownRecord(id) != nil
+	}
+	return ok
+}
+
+// setNATReport keeps a netcheck's report. An early one (partial: the
+// mapping only, see nat.NetcheckConfig.Mapped) replaces the last only if
+// it names the NAT where the last did not. When the NAT type changes, the
+// reasons of the paths in use say so, and checked closes once it is
+// known.
+func (n *Node) setNATReport(rep *nat.NATReport, partial bool) {
+	if rep.Mapping != nat.MappingUnknown {
+		// The mapping is what the path reasons need (a relay is needed
+		// only with endpoint-dependent mapping): a connect need not wait
+		// for the filtering probes, which take a second.
+		n.nat.checkOnce.Do(func() { close(n.nat.checked) })
+	}
+	n.nat.mu.Lock()
+	old := n.nat.report
+	oldKind := ""
+	if old != nil {
+		oldKind = old.Kind()
+	}
+	if partial && (rep.Kind() == "" || oldKind != "") {
+		n.nat.mu.Unlock()
+		return
+	}
+	n.nat.report = rep
+	n.nat.mu.Unlock()
+	kind := rep.Kind()
+	if kind != "" || !rep.UDP {
+		n.nat.checkOnce.Do(func() { close(n.nat.checked) })
+	}
+	if kind != oldKind {
+		n.refreshPathReasons()
+	}
+}
+
+// refreshPathReasons recomputes the reasons of the ICE paths in use with
+// this node's NAT type now (a netcheck may end after a path was chosen).
+func (n *Node) refreshPathReasons() {
+	n.nat.mu.Lock()
+	paths := make([]*peerPath, 0, len(n.nat.paths))
+	for _, pp := range n.nat.paths {
+		paths = append(paths, pp)
+	}
+	n.nat.mu.Unlock()
+	own := n.natKind()
+	for _, pp := range paths {
+		pp.mu.Lock()
+		if pp.closed || pp.path.IsZero() || pp.reason == "" {
+			pp.mu.Unlock()
+			continue
+		}
+		old := pp.reason
+		pp.reason = pathReason(pp.path, own, pp.peerNAT)
+		reason := pp.reason
+		pp.mu.Unlock()
+		if reason == old {
+			continue
+		}
+		n.mu.Lock()
+		if ps := n.peers[pp.rec.Cert.NodeID]; ps != nil && ps.reason == old {
+			ps.reason = reason
+		}
+		n.mu.Unlock()
+		n.logger.Debug("path reason updated", "name", pp.rec.Cert.Name, "reason", reason)
+	}
 }
 
 // registration is a member's binding with this node.
@@ -140,6 +329,10 @@ type peerPath struct {
 	sess      *ice.Session
 	relay     atomic.Pointer[nat.RelayedEndpoint]
 	peerNAT   string // the peer's NAT as it reported it
+	// credsExpire is when the weft relay credentials the session was
+	// started with expire (zero: none); a session relaying through its
+	// own allocation is replaced before then.
+	credsExpire time.Time
 
 	mu        sync.Mutex // guards the fields below
 	path      ice.Path
@@ -196,6 +389,10 @@ func (n *Node) startNAT() error {
 		regs:      make(map[[32]byte]registration),
 		limits:    make(map[[32]byte]*tokenBucket),
 		lastFail:  make(map[addr.NodeID]failReason),
+		creds:     make(map[[32]byte]*relayCredsEntry),
+		checked:   make(chan struct{}),
+
+		netChanged: make(chan struct{}, 1),
 	}
 	cfg := ice.Config{
 		Send:        n.conn.SendSTUN,
@@ -210,8 +407,10 @@ func (n *Node) startNAT() error {
 			}
 		}
 	}
-	for _, t := range n.cfg.TURNServers {
-		cfg.TURN = append(cfg.TURN, ice.TURNServer{Addr: t.Addr, Username: t.Username, Password: t.Password})
+	// TURN servers are given per session (gatherRelays): weft relays'
+	// credentials expire, and which relays to use depends on the peer.
+	if err := n.startRelay(); err != nil {
+		return err
 	}
 	mux, err := ice.NewMux(cfg)
 	if err != nil {
@@ -219,20 +418,28 @@ func (n *Node) startNAT() error {
 	}
 	n.nat.mux = mux
 	n.conn.SetSTUNHandler(mux.Deliver)
-	n.conn.ServeProbes(&nat.ProbeConfig{})
+	n.nat.probeAlt = openProbeAlt(n.conn.LocalAddr())
+	n.updateProbes()
 	n.conn.Handle(msgICEOffer, n.handleICEOffer)
 	n.conn.Handle(msgICEForward, n.handleICEForward)
 	n.conn.Handle(msgICEDeliver, n.handleICEDeliver)
 	n.conn.Handle(msgICERegister, n.handleICERegister)
 	n.conn.Handle(msgPathPing, n.handlePathPing)
-	n.wg.Add(1)
+	n.wg.Add(3)
 	go n.natLoop()
+	go n.netcheckLoop()
+	go n.watchNetwork()
 	return nil
 }
 
 // closeNAT closes every ICE session and the mux. Called from
 // closeDataPlane, before the socket closes.
 func (n *Node) closeNAT() {
+	n.closeRelay()
+	if n.nat != nil && n.nat.probeAlt != nil {
+		n.conn.ServeProbes(nil)
+		n.nat.probeAlt.Close()
+	}
 	if n.nat == nil || n.nat.mux == nil {
 		return
 	}
@@ -256,11 +463,11 @@ func (n *Node) stunServers() []netip.AddrPort {
 	return mergeAddrPorts(slices.Clone(n.cfg.STUNServers), boot...)
 }
 
-// natLoop registers with rendezvous nodes, upgrades relayed paths, drops
-// sessions of removed peers, and runs a netcheck now and then.
+// natLoop registers with rendezvous nodes, upgrades relayed paths and
+// drops sessions of removed peers. (Netchecks run in netcheckLoop.)
 func (n *Node) natLoop() {
 	defer n.wg.Done()
-	var lastReg, lastCheck time.Time
+	var lastReg time.Time
 	for {
 		now := time.Now()
 		// Until a registration got through (the bootstrap nodes are
@@ -269,15 +476,9 @@ func (n *Node) natLoop() {
 			lastReg = now
 			n.registerRendezvous(n.ctx)
 		}
-		if now.Sub(lastCheck) >= 10*time.Minute {
-			lastCheck = now
-			n.goBackground(func(ctx context.Context) {
-				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				n.Netcheck(ctx)
-			})
-		}
 		n.tendPaths(now)
+		n.updateProbes()
+		n.refreshRelayCreds()
 		wait := iceTick
 		if n.nat.registered.Load() == 0 {
 			wait = iceTick / 8 // until the bootstrap nodes are known
@@ -308,8 +509,16 @@ func (n *Node) tendPaths(now time.Time) {
 			continue
 		}
 		p.mu.Lock()
-		if p.initiator && p.path.Relayed && !p.nextRetry.IsZero() && now.After(p.nextRetry) {
+		switch {
+		case p.initiator && p.path.Relayed && !p.nextRetry.IsZero() && now.After(p.nextRetry):
 			p.nextRetry = time.Time{} // one retry at a time
+			retry = append(retry, p)
+		case p.path.LocalType == ice.TypeRelay && !p.credsExpire.IsZero() && now.After(p.credsExpire.Add(-relayRestartBefore)):
+			// pion refreshes the allocation with the credentials the
+			// session started with; a new session gets fresh ones. Either
+			// side does it: the path runs through this side's allocation.
+			p.credsExpire = time.Time{} // once
+			p.nextRetry = time.Time{}
 			retry = append(retry, p)
 		}
 		p.mu.Unlock()
@@ -439,11 +648,12 @@ func (n *Node) explainFailure(rec *trust.NodeRecord, iceErr error) string {
 	if errors.Is(iceErr, errNoAnswer) {
 		return "peer offline or unreachable (no answer to the offer, directly or through a rendezvous node)"
 	}
+	var np *noPathError
+	if errors.As(iceErr, &np) {
+		return fmt.Sprintf("no relay reachable (no direct path worked; %s)", np.relays.describe())
+	}
 	if iceErr != nil {
-		if len(n.cfg.TURNServers) == 0 {
-			return "no relay reachable (no direct path worked and no TURN relay is configured: pass --turn, or run a relay with `weft up --relay` on a public node)"
-		}
-		return "no relay reachable (no direct path worked and no configured TURN relay gave a working path)"
+		return "no relay reachable (no direct path worked)"
 	}
 	return "peer unreachable"
 }
@@ -451,11 +661,24 @@ func (n *Node) explainFailure(rec *trust.NodeRecord, iceErr error) string {
 // errNoAnswer: the offer got no answer by any route.
 var errNoAnswer = errors.New("no answer to the ICE offer")
 
+// noPathError is ICE's failure to find a working pair, with the relays
+// the session had.
+type noPathError struct {
+	err    error
+	relays relaySet
+}
+
+func (e *noPathError) Error() string { return e.err.Error() }
+func (e *noPathError) Unwrap() error { return e.err }
+
 // iceConnect runs ICE as the controlling side. The returned path is not
 // in use yet: pass it to usePath, or close it.
 func (n *Node) iceConnect(ctx context.Context, rec *trust.NodeRecord) (*peerPath, error) {
 	pp := &peerPath{rec: rec, initiator: true}
-	sess, err := n.nat.mux.NewSession(ice.SessionConfig{Controlling: true, OnPacket: pp.onPacket, GatherTimeout: iceGatherTimeout})
+	n.waitNetcheck(ctx, iceNetcheckWait)
+	relays := n.gatherRelays(ctx, rec)
+	pp.credsExpire = relays.expires
+	sess, err := n.nat.mux.NewSession(ice.SessionConfig{Controlling: true, OnPacket: pp.onPacket, GatherTimeout: iceGatherTimeout, TURN: relays.turn})
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +716,7 @@ func (n *Node) iceConnect(ctx context.Context, rec *trust.NodeRecord) (*peerPath
 	path, err := sess.Connect(ctx, remote)
 	if err != nil {
 		sess.Close()
-		return nil, fmt.Errorf("ICE with %s: %w", rec.Cert.Name, err)
+		return nil, &noPathError{fmt.Errorf("ICE with %s: %w", rec.Cert.Name, err), relays}
 	}
 	pp.path = path
 	return pp, nil
@@ -597,36 +820,65 @@ func (n *Node) pathChanged(pp *peerPath, p ice.Path) {
 	}
 }
 
-// pathReason says why a path is what it is.
+// pathReason says why a path is what it is, from the pair's candidate
+// types and both sides' NAT types (this node's netcheck, the peer's as its
+// offer or answer said).
 func (n *Node) pathReason(p ice.Path, peerNAT string) string {
+	return pathReason(p, n.natKind(), peerNAT)
+}
+
+func pathReason(p ice.Path, own, peer string) string {
 	switch {
 	case p.LocalType == ice.TypeRelay || p.RemoteType == ice.TypeRelay:
-		why := "no direct candidate pair worked"
-		own := n.natKind()
+		var why string
 		switch {
-		case own == "symmetric" && peerNAT == "symmetric":
+		case own == "symmetric" && peer == "symmetric":
 			why = "both sides behind endpoint-dependent (symmetric) NAT"
-		case own == "UDP blocked" || peerNAT == "UDP blocked":
-			why = "UDP blocked on one side"
-		case own != "" || peerNAT != "":
-			why += fmt.Sprintf(" (this node: %s, peer: %s)", orUnknown(own), orUnknown(peerNAT))
+		case own == "UDP blocked":
+			why = "UDP blocked here"
+		case peer == "UDP blocked":
+			why = "UDP blocked at peer"
+		case own != "" && peer != "":
+			why = fmt.Sprintf("%s here, %s at peer", natPhrase(own), natPhrase(peer))
+		case own != "" || peer != "":
+			why = fmt.Sprintf("no direct candidate pair worked (%s here, %s at peer)", natPhrase(own), natPhrase(peer))
+		default:
+			why = "no direct candidate pair worked (NAT types unknown)"
 		}
 		if p.LocalType == ice.TypeRelay {
 			return fmt.Sprintf("relay: %s; via TURN relay address %s", why, p.Local)
 		}
 		return fmt.Sprintf("relay: %s; via the peer's TURN relay address %s", why, p.Remote)
 	case p.LocalType == ice.TypeHost && p.RemoteType == ice.TypeHost:
-		return fmt.Sprintf("direct: host candidate on LAN (%s)", p.Remote)
+		if a := p.Remote.Addr(); a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+			return fmt.Sprintf("direct: host candidate on the same LAN (%s)", p.Remote)
+		}
+		return fmt.Sprintf("direct: host candidate, no NAT between (%s)", p.Remote)
 	default:
 		return fmt.Sprintf("direct: server-reflexive (NAT hole punched) %s %s -> %s %s", p.LocalType, p.Local, p.RemoteType, p.Remote)
 	}
 }
 
-func orUnknown(s string) string {
-	if s == "" {
+// natPhrase names a NAT type (nat.NATReport.Kind) in a path reason:
+// "symmetric NAT", "port-restricted NAT", "no NAT".
+func natPhrase(kind string) string {
+	switch kind {
+	case "":
 		return "NAT type unknown"
+	case "symmetric":
+		return "symmetric NAT"
+	case "port-restricted cone":
+		return "port-restricted NAT"
+	case "restricted cone":
+		return "address-restricted NAT"
+	case "full cone":
+		return "full-cone NAT"
+	case "open internet":
+		return "no NAT"
+	case "no NAT, firewalled":
+		return "no NAT but a firewall"
 	}
-	return s
+	return kind
 }
 
 // pathKind is "relay" or "direct", from a path reason.
@@ -635,6 +887,16 @@ func pathKind(reason string) string {
 		return "relay"
 	}
 	return "direct"
+}
+
+// natReport is the last netcheck's report, nil before the first.
+func (n *Node) natReport() *nat.NATReport {
+	if n.nat == nil {
+		return nil
+	}
+	n.nat.mu.Lock()
+	defer n.nat.mu.Unlock()
+	return n.nat.report
 }
 
 // natKind is this node's NAT type from the last netcheck ("" if unknown).
@@ -666,8 +928,8 @@ type signal struct {
 }
 
 func encodeSignal(id uint64, rec []byte, natKind string, desc []byte) []byte {
-	if len(natKind) > 64 {
-		natKind = natKind[:64]
+	if len(natKind) > maxSignalNAT {
+		natKind = natKind[:maxSignalNAT]
 	}
 	b := binary.BigEndian.AppendUint64(nil, id)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(rec)))
@@ -678,6 +940,9 @@ func encodeSignal(id uint64, rec []byte, natKind string, desc []byte) []byte {
 }
 
 var errBadSignal = errors.New("malformed ICE signalling message")
+
+// maxSignalNAT bounds a signal's NAT type.
+const maxSignalNAT = 64
 
 func decodeSignal(b []byte) (signal, error) {
 	var s signal
@@ -693,7 +958,7 @@ func decodeSignal(b []byte) (signal, error) {
 	s.raw, b = b[:rl], b[rl:]
 	nl := int(b[0])
 	b = b[1:]
-	if len(b) < nl || len(b)-nl == 0 {
+	if nl > maxSignalNAT || len(b) < nl || len(b)-nl == 0 {
 		return s, errBadSignal
 	}
 	s.nat, s.desc = string(b[:nl]), b[nl:]
@@ -937,7 +1202,14 @@ func (n *Node) answerOffer(caller [32]byte, body []byte) ([]byte, error) {
 		})
 		return ans, err
 	}
-	sess, err := n.nat.mux.NewSession(ice.SessionConfig{OnPacket: pp.onPacket, GatherTimeout: iceGatherTimeout})
+	// The caller waits for the answer (a rendezvous node iceForwardTimeout
+	// at most): credentials not cached are asked for briefly.
+	n.waitNetcheck(n.ctx, iceAnswerNetcheckWait)
+	rctx, rcancel := context.WithTimeout(n.ctx, relayCredsTimeout)
+	relays := n.gatherRelays(rctx, off.rec)
+	rcancel()
+	pp.credsExpire = relays.expires
+	sess, err := n.nat.mux.NewSession(ice.SessionConfig{OnPacket: pp.onPacket, GatherTimeout: iceGatherTimeout, TURN: relays.turn})
 	if err != nil {
 		return finish(nil, err)
 	}
@@ -1137,6 +1409,12 @@ func (n *Node) Ping(ctx context.Context, host string) (PingResult, error) {
 	}
 	p, err := n.Resolve(ctx, host)
 	if err != nil {
+		// A node whose UDP is blocked reaches nobody: say so rather than
+		// "no such node".
+		n.waitNetcheck(ctx, 3*time.Second)
+		if rep := n.natReport(); rep != nil && !rep.UDP {
+			return PingResult{}, fmt.Errorf("UDP blocked outbound (no STUN server answered this node; weft needs UDP): %w", err)
+		}
 		return PingResult{}, err
 	}
 	if p.NodeID == n.cert.NodeID {
@@ -1192,7 +1470,10 @@ type NetcheckReport struct {
 
 // ServerCheck is one STUN server's or relay's answer.
 type ServerCheck struct {
-	Addr    netip.AddrPort `json:"addr"`
+	Addr netip.AddrPort `json:"addr"`
+	// Name says whose relay it is ("relay of NAME") or which TURN server
+	// ("turn:HOST:PORT?transport=udp"); empty for STUN servers.
+	Name    string         `json:"name,omitempty"`
 	Mapped  netip.AddrPort `json:"mapped,omitzero"`
 	Latency time.Duration  `json:"latency_ns,omitempty"`
 	Error   string         `json:"error,omitempty"`
@@ -1205,24 +1486,9 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 	if n.isClosed() {
 		return NetcheckReport{}, ErrClosed
 	}
-	servers := n.stunServers()
-	if len(servers) == 0 {
-		return NetcheckReport{}, errors.New("netcheck: no STUN server known: pass --bootstrap or --stun to `weft up`")
-	}
-	var probers []nat.Peer
-	n.mu.Lock()
-	for _, p := range n.bootPeers {
-		probers = append(probers, nat.Peer{Addr: p.Addr, Key: p.Key})
-	}
-	n.mu.Unlock()
-	rep, err := n.conn.Netcheck(ctx, nat.NetcheckConfig{STUN: servers, Probers: probers})
+	rep, err := n.netcheck(ctx, n.netcheckServers(), n.probers())
 	if err != nil {
 		return NetcheckReport{}, err
-	}
-	if n.nat != nil {
-		n.nat.mu.Lock()
-		n.nat.report = rep
-		n.nat.mu.Unlock()
 	}
 	out := NetcheckReport{UDP: rep.UDP, NAT: rep.Kind(), Mapping: rep.Mapping.String(), Filtering: rep.Filtering.String(),
 		Public: rep.Public, STUN: []ServerCheck{}, Relays: []ServerCheck{}, Summary: rep.String()}
@@ -1238,29 +1504,65 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 		}
 		out.STUN = append(out.STUN, c)
 	}
-	// A TURN server answers plain Binding requests: that is its latency.
-	var wg sync.WaitGroup
-	out.Relays = make([]ServerCheck, len(n.cfg.TURNServers))
-	for i, t := range n.cfg.TURNServers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			m, err := n.conn.STUNBinding(ctx, t.Addr)
-			c := ServerCheck{Addr: t.Addr, Mapped: m}
-			if err != nil {
-				c.Error = "no relay reachable at this address: " + err.Error()
-			} else {
-				c.Latency = time.Since(start)
-			}
-			out.Relays[i] = c
-		}()
-	}
-	wg.Wait()
+	out.Relays = n.checkRelays(ctx)
 	if !rep.UDP {
 		out.Summary = "UDP blocked outbound: no STUN server answered; peers can only be reached through a relay over another transport"
 	}
 	return out, nil
+}
+
+// netcheckServers are the STUN servers a netcheck asks. Every weft node
+// answers STUN: a few public DHT servers of the table besides the
+// bootstrap nodes, so that two addresses tell the mapping even with one
+// bootstrap node. TURN servers (and weft relays) answer Binding requests
+// too: one on a bootstrap node's IP still tells an address-and-port-
+// dependent (symmetric) mapping. The relays of the bootstrap nodes are
+// known only once their records are (after the first hellos).
+func (n *Node) netcheckServers() []netip.AddrPort {
+	servers := n.stunServers()
+	for _, p := range n.probeHelpers() {
+		servers = mergeAddrPorts(servers, p.Addr)
+	}
+	for _, u := range n.cfg.TURNServers {
+		if u.Addr.IsValid() && u.Transport == "udp" {
+			servers = mergeAddrPorts(servers, u.Addr)
+		}
+	}
+	for _, rn := range n.relayNodes(nil) {
+		if !rn.self {
+			servers = mergeAddrPorts(servers, rn.relay...)
+		}
+	}
+	return servers
+}
+
+// netcheck measures the NAT with servers and probers and keeps the report
+// (setNATReport). Unlike Netcheck it does not check the relays (which asks
+// each for credentials).
+func (n *Node) netcheck(ctx context.Context, servers []netip.AddrPort, probers []nat.Peer) (*nat.NATReport, error) {
+	if len(servers) == 0 {
+		return nil, errors.New("netcheck: no STUN server known: pass --bootstrap or --stun to `weft up`")
+	}
+	start := time.Now()
+	cfg := nat.NetcheckConfig{STUN: servers, Probers: probers}
+	if n.nat != nil {
+		// The mapping is known long before the filtering probes are
+		// done: it alone names a symmetric NAT, or no NAT.
+		cfg.Mapped = func(r *nat.NATReport) {
+			n.logger.Debug("netcheck mapping", "took", time.Since(start), "mapping", r.Mapping, "public", r.Public)
+			n.setNATReport(r, true)
+		}
+	}
+	rep, err := n.conn.Netcheck(ctx, cfg)
+	if err != nil {
+		n.logger.Debug("netcheck failed", "servers", servers, "took", time.Since(start), "err", err)
+		return nil, err
+	}
+	n.logger.Debug("netcheck", "servers", servers, "probers", len(probers), "took", time.Since(start), "nat", rep.Kind(), "report", rep.String())
+	if n.nat != nil {
+		n.setNATReport(rep, false)
+	}
+	return rep, nil
 }
 
 // lastFailure is why the last connect to id failed, if it did.
@@ -1272,4 +1574,118 @@ func (n *Node) lastFailure(id addr.NodeID) (string, time.Time) {
 	defer n.nat.mu.Unlock()
 	f := n.nat.lastFail[id]
 	return f.why, f.at
+}
+
+// Filtering probes. A DHT server (a node with a public address) answers
+// other nodes' netcheck probes (nat.Conn.ServeProbes): change-port probes
+// from a second socket on its address, opened at start (openProbeAlt),
+// and change-IP probes through a few other DHT servers of its table, which
+// relay them only for members (AllowRelay). A client answers none: behind
+// a NAT its probes would not come from where they claim.
+
+// probeHelpers bounds the helpers a prober asks for a change-IP probe.
+const probeHelpers = 3
+
+// openProbeAlt opens the second socket for change-port probes: on the
+// shared socket's IP, port+1 if free, else any port. Nil if none opens.
+func openProbeAlt(local netip.AddrPort) net.PacketConn {
+	network := "udp4"
+	if local.Addr().Is6() && !local.Addr().Is4In6() {
+		network = "udp6"
+	}
+	var ports []uint16
+	if local.Port() < 65535 {
+		ports = append(ports, local.Port()+1)
+	}
+	for _, port := range append(ports, 0) {
+		pc, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr().Unmap(), port)))
+		if err == nil {
+			return pc
+		}
+	}
+	return nil
+}
+
+// updateProbes serves probes while the node is a DHT server, and stops
+// when it is a client. Called at start and from natLoop.
+func (n *Node) updateProbes() {
+	role, _, _ := n.role()
+	on := role == DHTRoleServer
+	n.nat.mu.Lock()
+	changed := on != n.nat.probing
+	n.nat.probing = on
+	alt := n.nat.probeAlt
+	n.nat.mu.Unlock()
+	if !changed {
+		return
+	}
+	if !on {
+		n.conn.ServeProbes(nil)
+		return
+	}
+	cfg := &nat.ProbeConfig{
+		Helpers:    n.probeHelpers,
+		AllowRelay: func(p nat.Peer) bool { return n.relayKnownMember(p.Key) },
+	}
+	if alt != nil {
+		cfg.Alt = alt
+	}
+	n.conn.ServeProbes(cfg)
+}
+
+// probeHelpers are a few other DHT servers of the routing table (public
+// nodes, verified members), fastest first: they send change-IP probes.
+func (n *Node) probeHelpers() []nat.Peer {
+	if n.dht == nil {
+		return nil
+	}
+	es := n.dht.Table().Entries()
+	slices.SortFunc(es, func(a, b dht.TableEntry) int {
+		switch {
+		case a.RTT == b.RTT:
+			return 0
+		case a.RTT == 0:
+			return 1
+		case b.RTT == 0:
+			return -1
+		case a.RTT < b.RTT:
+			return -1
+		}
+		return 1
+	})
+	self := n.conn.PublicKey()
+	var out []nat.Peer
+	for _, e := range es {
+		p := e.Contact.Peer
+		if p.Key == self || n.isBanned(p.Key) || p.Addr.Addr() == n.conn.LocalAddr().Addr() {
+			continue
+		}
+		out = append(out, nat.Peer{Addr: p.Addr, Key: p.Key})
+		if len(out) == probeHelpers {
+			break
+		}
+	}
+	return out
+}
+
+// probers are the nodes a netcheck asks for filtering probes: bootstrap
+// nodes, then DHT servers of the table, a few.
+func (n *Node) probers() []nat.Peer {
+	var out []nat.Peer
+	seen := map[[32]byte]bool{n.conn.PublicKey(): true}
+	add := func(p nat.Peer) {
+		if !seen[p.Key] && len(out) < 2*probeHelpers {
+			seen[p.Key] = true
+			out = append(out, p)
+		}
+	}
+	n.mu.Lock()
+	for _, p := range n.bootPeers {
+		add(nat.Peer{Addr: p.Addr, Key: p.Key})
+	}
+	n.mu.Unlock()
+	for _, p := range n.probeHelpers() {
+		add(p)
+	}
+	return out
 }

@@ -75,6 +75,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCertLeft, prometheus.GaugeValue, time.Until(st.CertExpires).Seconds())
 	collectStruct(ch, "weft_socket_", "Shared UDP socket: ", n.conn.Stats())
 	collectStruct(ch, "weft_store_", "Record store: ", n.store.Stats())
+	if m, ok := n.relayMetrics(); ok {
+		collectStruct(ch, "weft_relay_", "TURN relay: ", m)
+	}
 	if n.dns != nil {
 		collectStruct(ch, "weft_dns_", "Overlay DNS server: ", n.dns.Stats())
 	}

@@ -194,7 +194,9 @@ func (n *Node) resume(recs [][]byte) {
 			if p, err := n.Resolve(ctx, rec.Cert.NodeID.String()); err == nil && p.rec.Seq > rec.Seq {
 				rec = p.rec
 			}
-			if err := n.connect(ctx, rec); err != nil {
+			// Through connectPeer, so that a Dial racing the resume
+			// shares its exchange instead of starting a second one.
+			if err := n.connectPeer(ctx, rec); err != nil {
 				n.logger.Debug("previous peer not reachable", "name", rec.Cert.Name, "err", err)
 			}
 		}()
@@ -330,6 +332,8 @@ type Status struct {
 	// Rejections counts refused records, connects and joins by reason
 	// (expired, wrong network, too few endorsements, bad signature, ...).
 	Rejections map[string]uint64 `json:"rejections,omitempty"`
+	// Relay is the TURN relay this node runs (`weft up --relay`), if any.
+	Relay *RelayStatus `json:"relay,omitempty"`
 }
 
 // PeerStatus is one configured peer.
@@ -378,6 +382,7 @@ func (n *Node) Status() (Status, error) {
 	if n.cfg.TUN != "" {
 		st.Mode = "tun"
 	}
+	st.Relay = n.relayStatus()
 	st.Policy, st.PolicyDrops = "allow all (no policy)", n.filter.dropped.Load()
 	if p := n.view.Policy(); p != nil {
 		st.Policy = p.String()

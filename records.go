@@ -82,6 +82,7 @@ func (n *Node) signRecordLocked() error {
 		Endpoints:  append([]netip.AddrPort(nil), n.endpoints...),
 		WGKey:      n.id.WGPublic(),
 		Rendezvous: n.rendezvousAddrsLocked(),
+		Relays:     n.relayAddrs(),
 	}
 	if err := rec.Sign(n.id); err != nil {
 		return fmt.Errorf("sign node record: %w", err)

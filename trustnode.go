@@ -1,6 +1,7 @@
 package weft
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -19,7 +20,8 @@ import (
 // (nat reserves 1-7).
 const (
 	// msgStatement pushes one complete trust statement (revocation,
-	// anchor-set change, policy); receivers verify, apply and forward it.
+	// anchor-set change, policy) to one node; receivers verify, apply and
+	// gossip it (dht.MsgGossip=11 carries statements between nodes).
 	msgStatement nat.MsgType = 8
 	// msgTrustSync asks for every statement the peer holds.
 	msgTrustSync nat.MsgType = 9
@@ -249,9 +251,9 @@ func (n *Node) onRevoked(r *trust.Revocation) {
 	n.logger.Warn("node revoked: tunnel removed and its records refused", "node_id", id.Short(), "reason", r.Reason)
 }
 
-// handleStatement receives a pushed statement, applies it and, if new,
-// forwards it to this node's peers and bootstrap nodes (flooding with
-// dedupe: a node forwards a statement only the first time it sees it).
+// handleStatement receives a statement pushed directly (an anchor telling
+// a node of its own revocation, or a node of an older version), applies it
+// and, if new, gossips it on.
 func (n *Node) handleStatement(ctx context.Context, from nat.Peer, body []byte) ([]byte, error) {
 	ss, err := decodeStatements(body)
 	if err != nil || len(ss) != 1 {
@@ -264,7 +266,7 @@ func (n *Node) handleStatement(ctx context.Context, from nat.Peer, body []byte) 
 		return nil, err
 	}
 	if fresh {
-		n.spread(ss[0], from.Key)
+		n.announce(ss[0])
 	}
 	return nil, nil
 }
@@ -274,97 +276,186 @@ func (n *Node) handleTrustSync(ctx context.Context, from nat.Peer, body []byte) 
 	return encodeStatements(n.statements(), nat.MaxBodySize-64), nil
 }
 
-// maxSpreadTargets bounds the nodes one node pushes a statement to; the
-// flood carries it further.
-const maxSpreadTargets = 1024
+// Trust statements that every node must learn fast — revocations,
+// anchor-set changes, policy — spread by push-pull gossip (dht.Gossip)
+// over the DHT's routing table: a node that learns a new one pushes it to
+// dht.DefaultFanout peers at once and in the next rounds, and every round
+// pulls what its peers hold that it lacks (rounds every 750 ms while
+// statements are moving, every 4 s when all is quiet). Clients, in nobody's table,
+// learn by those pulls from their servers. Nodes that were away longer
+// than the gossip retains a statement catch up with msgTrustSync when they
+// (re)join and on every publication (publish).
+const (
+	// gossipInterval is how often a gossip round runs, and gossipTimeout
+	// bounds each of its requests (at most the interval, so rounds do
+	// not pile up).
+	gossipInterval = 750 * time.Millisecond
+	gossipTimeout  = gossipInterval
+	// gossipIdleInterval is the round interval while nothing new has been
+	// published or delivered here for gossipQuiet: idle nodes still pull
+	// (a client or a node that missed a push learns a statement within
+	// it), but at a fraction of the cost of fast rounds.
+	gossipIdleInterval = 4 * time.Second
+	gossipQuiet        = 15 * time.Second
+	// gossipMaxPayload caps one encoded statement in gossip: with the
+	// largest pull digest it still fits one sealed control message.
+	// Larger statements (anchor sets of many anchors) spread by sync only.
+	gossipMaxPayload = 3 << 10
+	// gossipForget is how long the gossip remembers a statement it has
+	// seen. A statement older than that which a node already holds is
+	// not spread again (gossipValidate ignores it), so a replay of an old
+	// statement dies at the first node that has it.
+	gossipForget = dht.DefaultGossipForget
+)
 
-// spread pushes a statement to every peer and bootstrap node except the
-// one it came from, in the background.
-func (n *Node) spread(s statement, except [32]byte) {
-	body := encodeStatements([]statement{s}, nat.MaxBodySize)
-	targets := map[[32]byte]nat.Peer{}
-	n.mu.Lock()
-	for _, p := range n.peers {
-		if ep := p.endpoint; ep.IsValid() {
-			targets[p.rec.WireGuardKey()] = nat.Peer{Addr: ep, Key: p.rec.WireGuardKey()}
-		}
-	}
-	for _, b := range n.bootPeers {
-		targets[b.Key] = nat.Peer{Addr: b.Addr, Key: b.Key}
-	}
-	n.mu.Unlock()
-	for _, e := range n.dht.Table().Entries() {
-		targets[e.Contact.Peer.Key] = nat.Peer{Addr: e.Contact.Peer.Addr, Key: e.Contact.Peer.Key}
-	}
-	// Every node whose record this node holds hears it too: a bootstrap
-	// node reaches everyone who publishes to it, tunnel or not.
-	now := n.now()
-	n.store.Range(func(r dht.Record) bool {
-		if len(targets) >= maxSpreadTargets {
-			return false
-		}
-		rec, err := trust.UnmarshalNodeRecord(r.Value)
-		if err != nil || rec.Cert.NodeID == n.cert.NodeID || n.view.VerifyRecord(rec, now) != nil {
-			return true
-		}
-		if _, ok := targets[rec.WireGuardKey()]; !ok && len(rec.Endpoints) > 0 {
-			targets[rec.WireGuardKey()] = nat.Peer{Addr: rec.Endpoints[0], Key: rec.WireGuardKey()}
-		}
-		return true
+// startGossip creates the statement gossip over the DHT's table and
+// starts its rounds, which run until Close.
+func (n *Node) startGossip() error {
+	g, err := dht.NewGossip(dht.GossipOptions{
+		Transport:  dhtTransport{n},
+		Table:      n.dht.Table(),
+		Validate:   n.gossipValidate,
+		Deliver:    n.gossipDeliver,
+		MaxPayload: gossipMaxPayload,
+		Forget:     gossipForget,
+		Timeout:    gossipTimeout,
+		Now:        n.now,
+		Logger:     n.cfg.Logger,
 	})
-	delete(targets, except)
-	for _, t := range targets {
-		n.goBackground(func(ctx context.Context) {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := n.callFresh(ctx, t, msgStatement, body); err != nil {
-				n.logger.Debug("could not pass on trust statement", "to", t.Addr, "err", err)
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+	n.goBackground(func(ctx context.Context) {
+		var (
+			lastActivity time.Time
+			lastCount    uint64
+			lastRound    time.Time
+		)
+		tick := time.NewTicker(gossipInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
 			}
-		})
+			now := time.Now()
+			st := g.Stats()
+			if c := st.Published + st.Delivered; c != lastCount {
+				lastCount, lastActivity = c, now
+			}
+			if now.Sub(lastActivity) > gossipQuiet && now.Sub(lastRound) < gossipIdleInterval {
+				continue // quiet: pull at the idle pace
+			}
+			lastRound = now
+			g.Round(ctx)
+		}
+	})
+	return nil
+}
+
+// gossipValidate is the gossip's Validate: the payload must be one
+// statement that verifies against the view, without applying it. A
+// statement already held is valid (an honest peer may send what we have),
+// unless it is older than gossipForget: then it is ignored, not spread
+// again. An anchor-set change beyond the successor of the current set
+// cannot be judged yet and is ignored until its predecessors arrive.
+func (n *Node) gossipValidate(payload []byte) error {
+	ss, err := decodeStatements(payload)
+	if err != nil {
+		return err
+	}
+	if len(ss) != 1 {
+		return fmt.Errorf("gossip payload holds %d statements, want 1", len(ss))
+	}
+	s := ss[0]
+	held, created, err := n.statementHeld(s)
+	if err != nil {
+		return err
+	}
+	if held {
+		if n.now().Sub(created) > gossipForget {
+			return fmt.Errorf("statement of %s already held: %w", created.UTC().Format(time.RFC3339), dht.ErrGossipIgnored)
+		}
+		return nil
+	}
+	if s.kind == kindChange {
+		ch, _ := trust.UnmarshalAnchorChange(s.body) // statementHeld decoded it
+		if cur := n.view.Set().Seq; ch.Seq > cur+1 {
+			return fmt.Errorf("anchor-set change %d follows %d, not yet held: %w", ch.Seq, ch.Seq-1, dht.ErrGossipIgnored)
+		}
+	}
+	return n.verifyStatement(s)
+}
+
+// statementHeld decodes s and reports whether the view holds it already
+// (the same revocation, an applied change, a policy no newer than the one
+// in force), and when it was created. A change that contradicts an
+// applied one (a fork) is an error.
+func (n *Node) statementHeld(s statement) (bool, time.Time, error) {
+	switch s.kind {
+	case kindRevocation:
+		r, err := trust.UnmarshalRevocation(s.body)
+		if err != nil {
+			return false, time.Time{}, err
+		}
+		h, ok := n.view.Revoked(r.NodeID)
+		return ok && bytes.Equal(h.Marshal(), s.body), r.Created, nil
+	case kindChange:
+		ch, err := trust.UnmarshalAnchorChange(s.body)
+		if err != nil {
+			return false, time.Time{}, err
+		}
+		if ch.Seq < 1 || ch.Seq > n.view.Set().Seq {
+			return false, ch.Created, nil
+		}
+		chain := n.view.Chain()
+		if int(ch.Seq) > len(chain) || chain[ch.Seq-1].Hash() != ch.Hash() {
+			return false, ch.Created, fmt.Errorf("anchor-set change %d differs from the change %d applied: it forks the anchor chain", ch.Seq, ch.Seq)
+		}
+		return true, ch.Created, nil
+	case kindPolicy:
+		p, err := trust.UnmarshalPolicy(s.body)
+		if err != nil {
+			return false, time.Time{}, err
+		}
+		cur := n.view.Policy()
+		return cur != nil && p.Seq <= cur.Seq, p.Created, nil
+	}
+	return false, time.Time{}, fmt.Errorf("unknown statement kind %d", s.kind)
+}
+
+// gossipDeliver is the gossip's Deliver: it applies a new statement.
+func (n *Node) gossipDeliver(payload []byte) {
+	ss, err := decodeStatements(payload)
+	if err != nil || len(ss) != 1 {
+		return // validated before delivery
+	}
+	if _, err := n.applyStatement(ss[0]); err != nil {
+		n.countReject(err)
+		n.logger.Warn("refused gossiped trust statement", "reason", err)
 	}
 }
 
-// verifyRecordQuiet verifies a record without counting a refusal.
-func (n *Node) verifyRecordQuiet(b []byte) error {
-	_, err := n.verifyRecord(b, n.now())
-	return err
-}
-
-// callFresh is Call that, when the peer does not answer, asks its address
-// for its current record with a hello and tries once more with the key
-// found there: the peer may have rotated its key since we learned it.
-func (n *Node) callFresh(ctx context.Context, to nat.Peer, t nat.MsgType, body []byte) error {
-	first, cancel := context.WithTimeout(ctx, 2*time.Second)
-	_, err := n.conn.Call(first, to, t, body)
-	cancel()
-	if err == nil || ctx.Err() != nil {
-		return err
+// announce gossips a statement this node has just applied: published here,
+// pushed to it directly, or pulled by sync. (Statements received by gossip
+// are passed on by the gossip itself.)
+func (n *Node) announce(s statement) {
+	payload := encodeStatements([]statement{s}, gossipMaxPayload)
+	if len(payload) == 0 {
+		n.logger.Warn("trust statement too large to gossip; nodes learn it by sync", "kind", s.kind, "bytes", len(s.body))
+		return
 	}
-	var remote *nat.RemoteError
-	if errors.As(err, &remote) {
-		return err // it answered: no key problem
-	}
-	hb, from, herr := n.conn.CallHello(ctx, to.Addr, nil)
-	if herr != nil {
-		return err
-	}
-	// Statements are public, so the record need not be valid for us to
-	// learn where to send one: a removed anchor's record no longer verifies,
-	// yet it should still hear of the change that removed it.
-	rec, derr := trust.UnmarshalNodeRecord(hb)
-	if derr != nil || rec.WireGuardKey() != from.Key || from.Key == to.Key {
-		return err
-	}
-	if n.verifyRecordQuiet(hb) == nil {
-		n.storeRecord(rec, hb)
-	}
-	n.mu.Lock()
-	if _, ok := n.bootPeers[to.Addr]; ok {
-		n.bootPeers[to.Addr] = dht.Peer{Addr: to.Addr, Key: from.Key}
-	}
-	n.mu.Unlock()
-	_, err = n.conn.Call(ctx, nat.Peer{Addr: to.Addr, Key: from.Key}, t, body)
-	return err
+	n.goBackground(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, gossipTimeout)
+		defer cancel()
+		if _, err := n.gossip.Publish(ctx, payload); err != nil {
+			// Without contacts it is held and spreads by pull; an old
+			// statement (ignored) is not worth spreading.
+			n.logger.Debug("trust statement gossip", "err", err)
+		}
+	})
 }
 
 // syncTrust pulls the statements of the given servers and applies them.
@@ -386,7 +477,7 @@ func (n *Node) syncTrust(ctx context.Context, servers []dht.Peer) {
 				n.countReject(err)
 				n.logger.Debug("refused synced statement", "from", s.Addr, "err", err)
 			} else if fresh {
-				n.spread(st, s.Key)
+				n.announce(st)
 			}
 		}
 	}
@@ -408,7 +499,7 @@ func (n *Node) Publish(token string) (bool, error) {
 		return false, err
 	}
 	if fresh {
-		n.spread(s, [32]byte{})
+		n.announce(s)
 	}
 	return fresh, nil
 }

@@ -96,9 +96,19 @@ type Config struct {
 	// server-reflexive candidates, `weft netcheck`), besides the bootstrap
 	// nodes, which answer STUN too. Nil means the bootstrap nodes only.
 	STUNServers []netip.AddrPort
-	// TURNServers relay traffic to peers that no direct path reaches
-	// (both behind symmetric NAT). Nil means no relay candidates.
-	TURNServers []TURNServer
+	// TURNServers are external TURN servers (coturn; nat.ParseTURNURL) that
+	// relay traffic to peers no direct path reaches (both behind symmetric
+	// NAT). Weft relays named in records are found without configuration
+	// (they hand out their own credentials); nil means only those.
+	TURNServers []nat.TURNURL
+	// Relay runs a TURN relay on this node (`weft up --relay`), for
+	// admitted members only; its address goes into the node's record.
+	Relay bool
+	// RelayListen is the relay's UDP and TCP address. The zero value means
+	// port nat.DefaultRelayPort (3478) on the listen address's IP. The
+	// relay is advertised at this IP if it is a specific one, else at the
+	// node's first public endpoint.
+	RelayListen netip.AddrPort
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -127,6 +137,7 @@ type Node struct {
 	tun    *tunnel.Tunnel
 	store  *dht.Store
 	dht    *dht.DHT
+	gossip *dht.Gossip // trust statements (trustnode.go)
 	// serving is whether the DHT answers requests (DHT server role); a
 	// client refuses them.
 	serving atomic.Bool
@@ -134,7 +145,8 @@ type Node struct {
 	// check again sooner.
 	reachInconclusive atomic.Bool
 	disc              discovery
-	nat               *natState // NAT traversal (ice.go)
+	nat               *natState   // NAT traversal (ice.go)
+	relay             *relayState // the TURN relay (relay.go), or nil
 
 	dns      *dns.Server    // nil without a DNS server
 	dnsAddr  netip.AddrPort // where dns listens
@@ -380,6 +392,9 @@ func (n *Node) startDataPlane() error {
 // closeDataPlane closes whatever startDataPlane created, in reverse order.
 func (n *Node) closeDataPlane() {
 	n.closeNAT()
+	if n.gossip != nil {
+		n.gossip.Close()
+	}
 	if n.dht != nil {
 		n.dht.Close()
 	}

@@ -11,7 +11,10 @@
 //     from a server on another node;
 //   - kernel TUN mode (root only): iperf3 through weft --tun between two
 //     network namespaces beside stock wireguard-go and the raw veth pair,
-//     ping RTT, and the overlay DNS server's queries/s and p99.
+//     ping RTT, and the overlay DNS server's queries/s and p99;
+//   - the NAT lab (root only): nodes behind NAT routers in network
+//     namespaces, time from `weft up` to first byte for a direct and a
+//     relayed pair, and relay throughput against direct.
 //
 // Run it with `make bench` from the repository root (it needs bin/weft).
 // Ratios are against the baseline measured in the same run, so they hold
@@ -37,10 +40,13 @@ func main() {
 		ttfbRuns  = flag.Int("ttfb-runs", 10, "time-to-first-byte runs")
 		weftBin   = flag.String("weft", "bin/weft", "path of the weft binary for the memory runs")
 		out       = flag.String("out", "bench/results.txt", "file the table is written to (empty: none)")
-		only      = flag.String("only", "", "comma-separated subset of: throughput, memory, ttfb, tun")
+		only      = flag.String("only", "", "comma-separated subset of: throughput, memory, ttfb, tun, nat")
 		denv      = flag.String("daemon-env", "", "extra VAR=VALUE,... for the daemons (e.g. GOGC=50), for experiments")
 		tunRounds = flag.Int("tun-rounds", 3, "iperf3 rounds per path in TUN mode (median reported)")
 		tunSecs   = flag.Int("tun-secs", 3, "seconds per iperf3 run in TUN mode")
+		natRuns   = flag.Int("nat-runs", 7, "time-to-first-byte runs per pair in the NAT lab (median reported)")
+		natMiB    = flag.Int("nat-mib", 256, "MiB per bulk download in the NAT lab")
+		natRounds = flag.Int("nat-rounds", 3, "bulk downloads per path in the NAT lab (median reported)")
 		dnsLoad   = flag.String(dnsLoadFlag, "", "internal: run dns.Load against `ADDR:PORT` and print JSON")
 		dnsNames  = flag.String("dns-names", "", "internal: comma-separated names for --"+dnsLoadFlag)
 	)
@@ -80,6 +86,11 @@ func main() {
 	if want("tun") {
 		if err := r.tunMode(*weftBin, *tunRounds, *tunSecs); err != nil {
 			log.Fatalf("TUN mode: %v", err)
+		}
+	}
+	if want("nat") {
+		if err := r.natLab(*weftBin, *natRuns, *natMiB, *natRounds); err != nil {
+			log.Fatalf("NAT lab: %v", err)
 		}
 	}
 	r.linef("")

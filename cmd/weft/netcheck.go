@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/weft-net/weft"
+	"github.com/weft-net/weft/nat"
 )
 
 func init() {
@@ -53,7 +53,14 @@ func runNetcheck(ctx context.Context, e *env, args []string) error {
 		if c.Error == "" {
 			lat, what = fmtRTT(c.Latency), c.Mapped.String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Addr, kind, lat, what)
+		if c.Name != "" {
+			kind += " (" + c.Name + ")"
+		}
+		addr := "-"
+		if c.Addr.IsValid() {
+			addr = c.Addr.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", addr, kind, lat, what)
 	}
 	for _, c := range rep.STUN {
 		row("stun", c)
@@ -63,7 +70,7 @@ func runNetcheck(ctx context.Context, e *env, args []string) error {
 	}
 	tw.Flush()
 	if len(rep.Relays) == 0 {
-		fmt.Fprintln(w, "no relay configured: peers behind symmetric NAT on both sides cannot be reached (pass --turn to `weft up`)")
+		fmt.Fprintln(w, "no relay known: peers behind symmetric NAT on both sides cannot be reached (run `weft up --relay` on a public node, or pass --turn to `weft up`)")
 	}
 	return nil
 }
@@ -83,39 +90,11 @@ func (f *natFlags) apply(cfg *weft.Config) error {
 		cfg.STUNServers = append(cfg.STUNServers, ap)
 	}
 	for _, s := range f.turn {
-		t, err := parseTURN(s)
+		u, err := nat.ParseTURNURL(s)
 		if err != nil {
-			return err
+			return fmt.Errorf("--turn: %w", err)
 		}
-		cfg.TURNServers = append(cfg.TURNServers, t)
+		cfg.TURNServers = append(cfg.TURNServers, u)
 	}
 	return nil
-}
-
-// parseTURN parses --turn turn:HOST:PORT?user=U&pass=P (UDP only).
-func parseTURN(s string) (weft.TURNServer, error) {
-	bad := func(why string) (weft.TURNServer, error) {
-		return weft.TURNServer{}, fmt.Errorf("--turn %q: %s; want turn:IP:PORT?user=U&pass=P", s, why)
-	}
-	rest, ok := strings.CutPrefix(s, "turn:")
-	if !ok {
-		return bad("no turn: scheme")
-	}
-	hostport, query, _ := strings.Cut(rest, "?")
-	ap, err := netip.ParseAddrPort(hostport)
-	if err != nil {
-		return bad("host must be IP:PORT")
-	}
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return bad(err.Error())
-	}
-	if tr := q.Get("transport"); tr != "" && tr != "udp" {
-		return bad("only transport=udp is supported")
-	}
-	t := weft.TURNServer{Addr: ap, Username: q.Get("user"), Password: q.Get("pass")}
-	if t.Username == "" || t.Password == "" {
-		return bad("user and pass are required")
-	}
-	return t, nil
 }

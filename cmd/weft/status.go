@@ -54,6 +54,10 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "dht        %s, %d contacts (`weft dht` for the table)\n", st.DHTRole, st.DHTContacts)
 	fmt.Fprintf(e.stdout, "cert       valid until %s\n", st.CertExpires.Format(time.DateOnly))
+	if r := st.Relay; r != nil {
+		fmt.Fprintf(e.stdout, "relay      TURN on %s (advertised %s): %d allocations now, %d made; relayed %s to peers, %s from peers; credentials %d issued, %d refused\n",
+			r.Listen, r.Addr, r.Allocations, r.AllocationsTotal, bytesHuman(r.BytesToPeers), bytesHuman(r.BytesFromPeers), r.CredentialsIssued, r.CredentialsRefused)
+	}
 	if terr == nil {
 		fmt.Fprintf(e.stdout, "policy     %s\n", policyLine(ts.Policy))
 	}

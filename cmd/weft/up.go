@@ -131,7 +131,11 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	var natf natFlags
 	fs.Var(&natf.stun, "stun", "also ask STUN server `HOST:PORT` for the public address (repeatable; bootstrap nodes always are)")
-	fs.Var(&natf.turn, "turn", "relay through TURN server `turn:IP:PORT?user=U&pass=P` when no direct path works (repeatable)")
+	fs.Var(&natf.turn, "turn", "relay through external TURN server `turn:HOST[:PORT][?transport=udp|tcp&user=U&pass=P]` when no direct path works (repeatable; weft relays in records need no flag)")
+	var relay bool
+	var relayListen string
+	fs.BoolVar(&relay, "relay", false, "run a TURN relay for this network's members (UDP and TCP; put it on a node with a public address)")
+	fs.StringVar(&relayListen, "relay-listen", "", "the relay's `ADDR:PORT` (default: the --listen IP, port 3478)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -193,6 +197,17 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	if err := natf.apply(&cfg); err != nil {
 		return err
 	}
+	if relayListen != "" {
+		if !relay {
+			return errors.New("--relay-listen needs --relay")
+		}
+		ap, err := netip.ParseAddrPort(relayListen)
+		if err != nil {
+			return fmt.Errorf("--relay-listen %q: want IP:PORT, e.g. 0.0.0.0:3478", relayListen)
+		}
+		cfg.RelayListen = ap
+	}
+	cfg.Relay = relay
 	var exposes []exposeSpec
 	for _, s := range expose {
 		x, err := parseExpose(s)
@@ -266,6 +281,11 @@ func runUp(ctx context.Context, e *env, args []string) error {
 			}
 		}()
 	}
+	if srv, err := servePprof(e); err != nil {
+		return err
+	} else if srv != nil {
+		closers = append(closers, srv.Close)
+	}
 	dial := netstack.DialFunc(node.Dial)
 	if socks != "" {
 		ln, err := net.Listen("tcp", socks)
@@ -321,6 +341,9 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "weft: %s.%s up: %s %s, UDP %s (node %s)\n", st.Name, st.Domain, st.IPv4, st.IPv6, st.Listen, st.NodeID.Short())
 		if st.Interface != "" {
 			fmt.Fprintf(e.stderr, "weft: kernel interface %s carries the overlay\n", st.Interface)
+		}
+		if st.Relay != nil {
+			fmt.Fprintf(e.stderr, "weft: TURN relay for members on %s (advertised as %s)\n", st.Relay.Listen, st.Relay.Addr)
 		}
 		if st.DNS != "" {
 			fmt.Fprintf(e.stderr, "weft: overlay DNS on %s (try: dig @%s -p %d NAME.%s)\n", st.DNS, netip.MustParseAddrPort(st.DNS).Addr(), netip.MustParseAddrPort(st.DNS).Port(), st.Domain)
