@@ -134,14 +134,7 @@ func (dn *dhtNet) resolveAll(t testing.TB) {
 			}
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	waitErrs(t, &wg, errs)
 }
 
 // dialRing has node i fetch http://<node i+step>/ for every running node,
@@ -161,6 +154,13 @@ func (dn *dhtNet) dialRing(t testing.TB, names []string, step int) {
 			}
 		})
 	}
+	waitErrs(t, &wg, errs)
+}
+
+// waitErrs waits for wg, then fails t with each error the goroutines sent
+// to errs, and stops the test if it has failed.
+func waitErrs(t testing.TB, wg *sync.WaitGroup, errs chan error) {
+	t.Helper()
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -490,29 +490,10 @@ func (n *Node) keepRendezvous(ctx context.Context) {
 	if len(keep) < rendezvousCount {
 		// Bootstrap nodes first (operators run them to be reachable), then
 		// the table's contacts, fastest first.
-		var cands []dht.Peer
 		n.mu.Lock()
-		for _, a := range n.selfExcludedBootstrapLocked() {
-			if p, ok := n.bootPeers[a]; ok {
-				cands = append(cands, p)
-			}
-		}
+		cands := n.bootstrapPeersLocked()
 		n.mu.Unlock()
-		es := n.dht.Table().Entries()
-		slices.SortFunc(es, func(a, b dht.TableEntry) int {
-			switch {
-			case a.RTT == b.RTT:
-				return 0
-			case a.RTT == 0:
-				return 1
-			case b.RTT == 0:
-				return -1
-			case a.RTT < b.RTT:
-				return -1
-			}
-			return 1
-		})
-		for _, e := range es {
+		for _, e := range n.dht.Table().EntriesByRTT() {
 			cands = append(cands, e.Contact.Peer)
 		}
 		for _, p := range cands {

@@ -243,10 +243,12 @@ func (n *Node) bootstrapResolved() bool {
 // reasons of the paths in use say so, and checked closes once it is
 // known.
 func (n *Node) setNATReport(rep *nat.NATReport, partial bool) {
-	if rep.Mapping != nat.MappingUnknown {
+	if rep.Mapping != nat.MappingUnknown || partial && n.bootstrapResolved() {
 		// The mapping is what the path reasons need (a relay is needed
 		// only with endpoint-dependent mapping): a connect need not wait
-		// for the filtering probes, which take a second.
+		// for the filtering probes, which take a second. With every
+		// bootstrap node's servers asked, the mapping is as known as it
+		// will be.
 		n.nat.checkOnce.Do(func() { close(n.nat.checked) })
 	}
 	n.nat.mu.Lock()
@@ -1639,20 +1641,7 @@ func (n *Node) probeHelpers() []nat.Peer {
 	if n.dht == nil {
 		return nil
 	}
-	es := n.dht.Table().Entries()
-	slices.SortFunc(es, func(a, b dht.TableEntry) int {
-		switch {
-		case a.RTT == b.RTT:
-			return 0
-		case a.RTT == 0:
-			return 1
-		case b.RTT == 0:
-			return -1
-		case a.RTT < b.RTT:
-			return -1
-		}
-		return 1
-	})
+	es := n.dht.Table().EntriesByRTT()
 	self := n.conn.PublicKey()
 	var out []nat.Peer
 	for _, e := range es {

@@ -93,29 +93,13 @@ func (n *Node) watchNetwork() {
 func (n *Node) netFingerprint() string {
 	own := n.certificate()
 	var parts []string
-	ifs, err := net.Interfaces()
-	if err == nil {
-		for _, ifc := range ifs {
-			if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-				continue
-			}
-			as, err := ifc.Addrs()
-			if err != nil {
-				continue
-			}
-			for _, a := range as {
-				pfx, err := netip.ParsePrefix(a.String())
-				if err != nil {
-					continue
-				}
-				ip := pfx.Addr().Unmap()
-				if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsLoopback() || ip == own.IPv4 || ip == own.IPv6() {
-					continue
-				}
-				parts = append(parts, ifc.Name+"="+ip.String())
-			}
+	// Interfaces that cannot be listed leave only the routes.
+	interfaceAddrs(func(ifc net.Interface, ip netip.Addr) {
+		if ifc.Flags&net.FlagLoopback != 0 || ip.IsLoopback() || ip == own.IPv4 || ip == own.IPv6() {
+			return
 		}
-	}
+		parts = append(parts, ifc.Name+"="+ip.String())
+	})
 	parts = append(parts, defaultRoutes()...)
 	slices.Sort(parts)
 	return strings.Join(parts, " ")

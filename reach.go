@@ -60,13 +60,8 @@ type reachWait struct {
 // reports whether the answer was conclusive.
 func (n *Node) checkReachability(ctx context.Context) bool {
 	own := n.ownRecord()
-	var askers []dht.Peer
 	n.mu.Lock()
-	for _, a := range n.selfExcludedBootstrapLocked() {
-		if p, ok := n.bootPeers[a]; ok {
-			askers = append(askers, p)
-		}
-	}
+	askers := n.bootstrapPeersLocked()
 	n.mu.Unlock()
 	for _, c := range n.dht.Table().Closest(dht.NodeKey(n.nodeID), 3) {
 		askers = append(askers, c.Peer)

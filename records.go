@@ -325,6 +325,19 @@ func (n *Node) selfExcludedBootstrapLocked() []netip.AddrPort {
 	return out
 }
 
+// bootstrapPeersLocked lists the bootstrap nodes of
+// selfExcludedBootstrapLocked whose keys are known, in their configured
+// order.
+func (n *Node) bootstrapPeersLocked() []dht.Peer {
+	var out []dht.Peer
+	for _, a := range n.selfExcludedBootstrapLocked() {
+		if p, ok := n.bootPeers[a]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func containsAddr(list []netip.AddrPort, a netip.AddrPort) bool {
 	for _, b := range list {
 		if a == b {
@@ -693,9 +706,34 @@ func advertiseEndpoints(local netip.AddrPort) []netip.AddrPort {
 		return []netip.AddrPort{local}
 	}
 	var out, loop []netip.AddrPort
-	ifs, err := net.Interfaces()
+	err := interfaceAddrs(func(_ net.Interface, ip netip.Addr) {
+		if local.Addr().Is4() && !ip.Is4() {
+			return
+		}
+		ap := netip.AddrPortFrom(ip, local.Port())
+		if ip.IsLoopback() {
+			if ip.Is4() {
+				loop = append(loop, ap)
+			}
+			return
+		}
+		out = append(out, ap)
+	})
 	if err != nil {
 		return []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), local.Port())}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
+	return append(out, loop...)
+}
+
+// interfaceAddrs calls fn with each address (unmapped) of every up
+// interface, but for link-local unicast and multicast ones. It fails only
+// if the interfaces cannot be listed; an interface whose addresses cannot
+// be read is passed over.
+func interfaceAddrs(fn func(ifc net.Interface, ip netip.Addr)) error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return err
 	}
 	for _, ifc := range ifs {
 		if ifc.Flags&net.FlagUp == 0 {
@@ -711,21 +749,13 @@ func advertiseEndpoints(local netip.AddrPort) []netip.AddrPort {
 				continue
 			}
 			ip := pfx.Addr().Unmap()
-			if ip.IsLinkLocalUnicast() || ip.IsMulticast() || (local.Addr().Is4() && !ip.Is4()) {
+			if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
 				continue
 			}
-			ap := netip.AddrPortFrom(ip, local.Port())
-			if ip.IsLoopback() {
-				if ip.Is4() {
-					loop = append(loop, ap)
-				}
-				continue
-			}
-			out = append(out, ap)
+			fn(ifc, ip)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
-	return append(out, loop...)
+	return nil
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

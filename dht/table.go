@@ -506,6 +506,26 @@ func (t *Table) Entries() []TableEntry {
 	return out
 }
 
+// EntriesByRTT returns snapshots of every live entry, fastest first; those
+// whose RTT was never measured come last.
+func (t *Table) EntriesByRTT() []TableEntry {
+	es := t.Entries()
+	slices.SortFunc(es, func(a, b TableEntry) int {
+		switch {
+		case a.RTT == b.RTT:
+			return 0
+		case a.RTT == 0:
+			return 1
+		case b.RTT == 0:
+			return -1
+		case a.RTT < b.RTT:
+			return -1
+		}
+		return 1
+	})
+	return es
+}
+
 // Closest returns up to n live contacts closest to target by XOR distance,
 // closest first. It is ServerOptions.Closest for a DHT's Server.
 func (t *Table) Closest(target Key, n int) []Contact {

@@ -249,6 +249,26 @@ func TestTableClosest(t *testing.T) {
 	}
 }
 
+func TestTableEntriesByRTT(t *testing.T) {
+	self := dht.NodeKey(nodeID(0))
+	tab := dht.NewTable(dht.TableOptions{Self: self})
+	// Seen with these RTTs, in this order; 0 is never measured.
+	rtts := []time.Duration{0, 30 * time.Millisecond, 10 * time.Millisecond, 0, 20 * time.Millisecond}
+	for i, rtt := range rtts {
+		if !tab.Seen(dht.Contact{ID: nodeID(i + 1), Peer: peer(i + 1)}, rtt) {
+			t.Fatalf("contact %d not admitted", i+1)
+		}
+	}
+	var got []time.Duration
+	for _, e := range tab.EntriesByRTT() {
+		got = append(got, e.RTT)
+	}
+	want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond, 0, 0}
+	if !slices.Equal(got, want) {
+		t.Errorf("EntriesByRTT RTTs = %v, want %v (fastest first, unmeasured last)", got, want)
+	}
+}
+
 func TestTableRefresh(t *testing.T) {
 	clk := newClock()
 	self := dht.NodeKey(nodeID(0))

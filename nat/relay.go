@@ -41,7 +41,6 @@ package nat
 
 import (
 	"cmp"
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -59,8 +58,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/weft-net/weft/nat/internal/pionlog"
 )
 
 // DefaultRelayPort is the TURN port (RFC 8656), used when
@@ -324,7 +324,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 			RelayAddressGenerator: gen,
 			PermissionHandler:     r.permit,
 		}},
-		LoggerFactory: pionLoggerFactory{r.log},
+		LoggerFactory: pionlog.Factory{Log: r.log},
 		Realm:         r.realm,
 		AuthHandler:   r.authenticate,
 		QuotaHandler:  r.quota,
@@ -799,35 +799,3 @@ func (c *relayTCPConn) Close() error {
 	c.l.mu.Unlock()
 	return c.Conn.Close()
 }
-
-// pionLoggerFactory hands pion/turn a logger that writes to an
-// *slog.Logger. pion is chatty and logs client mistakes as warnings and
-// errors: its Info and Warn go to Debug, its Error to Info, its Trace
-// below Debug.
-type pionLoggerFactory struct{ log *slog.Logger }
-
-func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{f.log.With("pion", scope)}
-}
-
-type pionLogger struct{ log *slog.Logger }
-
-const levelTrace = slog.LevelDebug - 4
-
-func (l pionLogger) logf(level slog.Level, format string, args ...any) {
-	if !l.log.Enabled(context.Background(), level) {
-		return
-	}
-	l.log.Log(context.Background(), level, fmt.Sprintf(format, args...))
-}
-
-func (l pionLogger) Trace(msg string)                  { l.logf(levelTrace, "%s", msg) }
-func (l pionLogger) Tracef(format string, args ...any) { l.logf(levelTrace, format, args...) }
-func (l pionLogger) Debug(msg string)                  { l.logf(slog.LevelDebug, "%s", msg) }
-func (l pionLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Info(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
-func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Warn(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
-func (l pionLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Error(msg string)                  { l.logf(slog.LevelInfo, "%s", msg) }
-func (l pionLogger) Errorf(format string, args ...any) { l.logf(slog.LevelInfo, format, args...) }

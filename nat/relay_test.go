@@ -17,6 +17,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/weft-net/weft/nat/internal/pionlog"
 )
 
 // allowAnyPeer lets loopback tests relay to loopback sockets, which the
@@ -83,7 +85,7 @@ func allocateFrom(tb testing.TB, dial func() (net.PacketConn, error), server net
 		Username:       user,
 		Password:       pass,
 		Conn:           conn,
-		LoggerFactory:  pionLoggerFactory{slog.New(slog.DiscardHandler)},
+		LoggerFactory:  pionlog.Factory{Log: slog.New(slog.DiscardHandler)},
 	})
 	if err != nil {
 		conn.Close()

@@ -142,15 +142,24 @@ func (c *Conn) roundTrip(ctx context.Context, addr netip.AddrPort, t MsgType, bo
 
 // register adds pc under a fresh random transaction ID.
 func (c *Conn) register(pc *pendingCall) uint64 {
-	var b [8]byte
 	c.pendingMu.Lock()
 	defer c.pendingMu.Unlock()
-	for {
+	return insertFresh(c.pending, pc, func() uint64 {
+		var b [8]byte
 		rand.Read(b[:])
-		txid := binary.BigEndian.Uint64(b[:])
-		if _, dup := c.pending[txid]; !dup {
-			c.pending[txid] = pc
-			return txid
+		return binary.BigEndian.Uint64(b[:])
+	})
+}
+
+// insertFresh stores v in m under a key from newKey that m does not hold
+// yet, drawing again on a collision, and returns the key. The caller holds
+// m's lock.
+func insertFresh[K comparable, V any](m map[K]V, v V, newKey func() K) K {
+	for {
+		k := newKey()
+		if _, dup := m[k]; !dup {
+			m[k] = v
+			return k
 		}
 	}
 }
@@ -202,13 +211,23 @@ func (c *Conn) enqueueControl(pkt []byte, from netip.AddrPort) {
 		c.stats.ctlMalformed.Add(1)
 		return
 	}
+	if !c.enqueue(c.ctlq, pkt, from) {
+		c.stats.ctlQueueFull.Add(1)
+	}
+}
+
+// enqueue copies pkt (at most MaxControlSize bytes) into a pooled buffer
+// and queues it on q for the workers. It reports false, dropping the
+// packet, if q is full.
+func (c *Conn) enqueue(q chan<- ctlPacket, pkt []byte, from netip.AddrPort) bool {
 	buf := c.ctlPool.Get().(*[]byte)
 	n := copy(*buf, pkt)
 	select {
-	case c.ctlq <- ctlPacket{buf: buf, n: n, from: from}:
+	case q <- ctlPacket{buf: buf, n: n, from: from}:
+		return true
 	default:
-		c.stats.ctlQueueFull.Add(1)
 		c.ctlPool.Put(buf)
+		return false
 	}
 }
 

@@ -111,13 +111,7 @@ type stunTxID = [stun.TransactionIDSize]byte
 func (c *Conn) registerSTUN(t *stunTxn) stunTxID {
 	c.stunMu.Lock()
 	defer c.stunMu.Unlock()
-	for {
-		id := stun.NewTransactionID()
-		if _, dup := c.stunTx[id]; !dup {
-			c.stunTx[id] = t
-			return id
-		}
-	}
+	return insertFresh(c.stunTx, t, stun.NewTransactionID)
 }
 
 func (c *Conn) unregisterSTUN(id stunTxID) {
@@ -133,13 +127,8 @@ func (c *Conn) enqueueSTUN(pkt []byte, from netip.AddrPort) {
 		c.stats.stunMalformed.Add(1)
 		return
 	}
-	buf := c.ctlPool.Get().(*[]byte)
-	n := copy(*buf, pkt)
-	select {
-	case c.stunq <- ctlPacket{buf: buf, n: n, from: from}:
-	default:
+	if !c.enqueue(c.stunq, pkt, from) {
 		c.stats.stunQueueFull.Add(1)
-		c.ctlPool.Put(buf)
 	}
 }
 

@@ -1,46 +1,13 @@
 package netstack
 
 import (
-	"errors"
 	"io"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/tun"
 )
-
-// lossyPump is pump with a switch: while blackhole is set, packets are
-// dropped.
-func lossyPump(wg *sync.WaitGroup, from, to tun.Device, blackhole *atomic.Bool) {
-	defer wg.Done()
-	n := from.BatchSize()
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, 65535)
-	}
-	sizes := make([]int, n)
-	out := make([][]byte, 0, n)
-	for {
-		k, err := from.Read(bufs, sizes, 0)
-		if err != nil {
-			return
-		}
-		if blackhole.Load() {
-			continue
-		}
-		out = out[:0]
-		for i := 0; i < k; i++ {
-			out = append(out, bufs[i][:sizes[i]])
-		}
-		if _, err := to.Write(out, 0); err != nil && !errors.Is(err, os.ErrClosed) {
-			return
-		}
-	}
-}
 
 // TestLossBurstRecovery drops everything for 600 ms in the middle of a
 // paced transfer, as a path does while a NAT whose mappings were flushed

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -12,7 +13,11 @@ import (
 
 // pump copies packets from one tun.Device to another until the source is
 // closed, like two wireguard-go devices on a perfect link.
-func pump(wg *sync.WaitGroup, from, to tun.Device) {
+func pump(wg *sync.WaitGroup, from, to tun.Device) { lossyPump(wg, from, to, nil) }
+
+// lossyPump is pump with a switch: while blackhole (if not nil) is set,
+// packets are dropped.
+func lossyPump(wg *sync.WaitGroup, from, to tun.Device, blackhole *atomic.Bool) {
 	defer wg.Done()
 	n := from.BatchSize()
 	bufs := make([][]byte, n)
@@ -25,6 +30,9 @@ func pump(wg *sync.WaitGroup, from, to tun.Device) {
 		k, err := from.Read(bufs, sizes, 0)
 		if err != nil {
 			return
+		}
+		if blackhole != nil && blackhole.Load() {
+			continue
 		}
 		out = out[:0]
 		for i := 0; i < k; i++ {

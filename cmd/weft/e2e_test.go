@@ -653,18 +653,32 @@ func waitSSHBanner(t *testing.T, addr string, dial func() (net.Conn, error), exi
 // shellQuote quotes s for the shell ssh runs ProxyCommand with.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func checkSSH(t *testing.T, n twoNodes, s *sshServer) {
-	proxy := fmt.Sprintf("%s nc --state %s %%h %%p", shellQuote(weftBinary(t)), shellQuote(n.stateB))
-	out := run(t, "ssh", "-F", "none",
-		"-o", "ProxyCommand="+proxy,
+// ncProxy is the ssh ProxyCommand that reaches %h:%p through `weft nc` on
+// the daemon whose state directory is state.
+func ncProxy(t *testing.T, state string) string {
+	return fmt.Sprintf("%s nc --state %s %%h %%p", shellQuote(weftBinary(t)), shellQuote(state))
+}
+
+// sshArgs are ssh's options for logging in to s with its key through
+// proxy (a ProxyCommand), with no config file, no prompts and any host
+// key; opts are more -o options.
+func sshArgs(s *sshServer, proxy string, opts ...string) []string {
+	args := []string{"-F", "none",
+		"-o", "ProxyCommand=" + proxy,
 		"-o", "StrictHostKeyChecking=no",
 		"-o", "UserKnownHostsFile=/dev/null",
 		"-o", "LogLevel=ERROR",
 		"-o", "BatchMode=yes",
 		"-o", "IdentitiesOnly=yes",
-		"-o", "ConnectTimeout=15",
-		"-i", s.key,
-		s.user+"@alpha", "echo through-weft")
+		"-o", "ConnectTimeout=15"}
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	return append(args, "-i", s.key)
+}
+
+func checkSSH(t *testing.T, n twoNodes, s *sshServer) {
+	out := run(t, "ssh", append(sshArgs(s, ncProxy(t, n.stateB)), s.user+"@alpha", "echo through-weft")...)
 	if strings.TrimSpace(out) != "through-weft" {
 		t.Errorf("ssh through weft nc: got %q, want \"through-weft\"", out)
 	}

@@ -198,10 +198,9 @@ func (l *natLab) startSSH(t *testing.T, from, to *labNode, cmd string) *sshSessi
 	if to.ssh == nil {
 		t.Skip(sshdUnavailable())
 	}
-	proxy := fmt.Sprintf("%s nc --state %s %%h %%p", shellQuote(weftBinary(t)), shellQuote(from.state))
 	// ssh runs beside the test, not in a lab namespace: weft nc talks to
 	// the daemon's API socket.
-	c := exec.Command("ssh", append(sshArgs(to.ssh, proxy), to.ssh.user+"@"+to.name, cmd)...)
+	c := exec.Command("ssh", labSSHArgs(t, from, to, cmd)...)
 	c.Env = testEnv(t)
 	return &sshSession{p: natlab.StartCmd(t, "ssh "+to.name, c)}
 }

@@ -481,22 +481,15 @@ func (l *natLab) reach(t *testing.T, from, to *labNode, withSSH bool) reachResul
 // ProxyCommand and returns its output; it fails t if ssh fails.
 func (l *natLab) ssh(t *testing.T, from, to *labNode, cmd string) string {
 	t.Helper()
-	proxy := fmt.Sprintf("%s nc --state %s %%h %%p", shellQuote(weftBinary(t)), shellQuote(from.state))
-	return run(t, "ssh", append(sshArgs(to.ssh, proxy), to.ssh.user+"@"+to.name, cmd)...)
+	return run(t, "ssh", labSSHArgs(t, from, to, cmd)...)
 }
 
-func sshArgs(s *sshServer, proxy string) []string {
-	return []string{"-F", "none",
-		"-o", "ProxyCommand=" + proxy,
-		"-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null",
-		"-o", "LogLevel=ERROR",
-		"-o", "BatchMode=yes",
-		"-o", "IdentitiesOnly=yes",
-		"-o", "ConnectTimeout=15",
-		"-o", "ServerAliveInterval=5",
-		"-o", "ServerAliveCountMax=24",
-		"-i", s.key}
+// labSSHArgs are ssh's arguments for running cmd on to's sshd through
+// `weft nc` on from's daemon, with keepalives (2 minutes without an
+// answer end the session).
+func labSSHArgs(t *testing.T, from, to *labNode, cmd string) []string {
+	return append(sshArgs(to.ssh, ncProxy(t, from.state), "ServerAliveInterval=5", "ServerAliveCountMax=24"),
+		to.ssh.user+"@"+to.name, cmd)
 }
 
 // ping runs `weft ping --json` from from to to and returns the first

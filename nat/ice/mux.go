@@ -13,6 +13,8 @@ import (
 
 	pion "github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
+
+	"github.com/weft-net/weft/nat/internal/pionlog"
 )
 
 // Tunables that are not worth a Config field yet.
@@ -131,7 +133,7 @@ type Mux struct {
 	nTURN     int         // len(Config.TURN)
 	networks  []pion.NetworkType
 	types     []pion.CandidateType
-	factory   slogFactory
+	factory   pionlog.Factory
 	relayOnly bool
 	// testAgentOptions are added to every agent's options (tests shorten
 	// pion's timeouts with them).
@@ -203,7 +205,7 @@ func NewMux(cfg Config) (*Mux, error) {
 	log = log.With("component", "ice")
 	m := &Mux{
 		log:      log,
-		factory:  slogFactory{log},
+		factory:  pionlog.Factory{Log: log},
 		sessions: make(map[string]*Session),
 		sentTx:   make(map[[12]byte]time.Time),
 		sentTo:   make(map[netip.AddrPort]time.Time),

@@ -20,6 +20,8 @@ import (
 	pion "github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/weft-net/weft/nat/internal/pionlog"
 )
 
 // testLogger logs to stderr with -v and WEFT_ICE_DEBUG=1, else nowhere.
@@ -308,7 +310,7 @@ func startTURN(t *testing.T) TURNServer {
 				Address:      "127.0.0.1",
 			},
 		}},
-		LoggerFactory: slogFactory{slog.New(slog.DiscardHandler)},
+		LoggerFactory: pionlog.Factory{Log: slog.New(slog.DiscardHandler)},
 	})
 	if err != nil {
 		pc.Close()
