@@ -21,6 +21,7 @@ import (
 	"github.com/weft-net/weft/nat"
 	"github.com/weft-net/weft/nat/ice"
 	"github.com/weft-net/weft/trust"
+	"github.com/weft-net/weft/tunnel"
 )
 
 // NAT traversal. Connecting to a peer races two attempts:
@@ -101,6 +102,7 @@ type natState struct {
 	report    *nat.NATReport                // the last netcheck, or nil
 	lastFail  map[addr.NodeID]failReason    // why the last connect to a peer failed
 	creds     map[[32]byte]*relayCredsEntry // weft relays' credentials, by relay node key (relay.go)
+	ready     map[[32]byte]int              // answered offers waiting for a path, by caller key (readyPeer)
 	probeAlt  net.PacketConn                // second socket for change-port probes, or nil
 	probing   bool                          // ServeProbes is on (DHT server role)
 
@@ -330,7 +332,9 @@ type peerPath struct {
 	initiator bool
 	sess      *ice.Session
 	relay     atomic.Pointer[nat.RelayedEndpoint]
-	peerNAT   string // the peer's NAT as it reported it
+	pendMu    sync.Mutex // guards pending, and setting relay
+	pending   [][]byte   // packets that arrived before relay was set
+	peerNAT   string     // the peer's NAT as it reported it
 	// credsExpire is when the weft relay credentials the session was
 	// started with expire (zero: none); a session relaying through its
 	// own allocation is replaced before then.
@@ -346,6 +350,36 @@ type peerPath struct {
 
 func (p *peerPath) onPacket(b []byte) {
 	if r := p.relay.Load(); r != nil {
+		r.Deliver(b)
+		return
+	}
+	// The peer may use the path before this side has made the relayed
+	// endpoint (usePath): its first handshake initiation, say. Keep a
+	// few packets for it.
+	p.pendMu.Lock()
+	defer p.pendMu.Unlock()
+	if r := p.relay.Load(); r != nil {
+		r.Deliver(b)
+		return
+	}
+	if len(p.pending) < maxPendingPackets {
+		p.pending = append(p.pending, slices.Clone(b))
+	}
+}
+
+// maxPendingPackets bounds the packets a relayed path keeps until its
+// endpoint exists.
+const maxPendingPackets = 8
+
+// setRelay sets the relayed endpoint of the path and delivers what
+// arrived before it.
+func (p *peerPath) setRelay(r *nat.RelayedEndpoint) {
+	p.pendMu.Lock()
+	p.relay.Store(r)
+	pending := p.pending
+	p.pending = nil
+	p.pendMu.Unlock()
+	for _, b := range pending {
 		r.Deliver(b)
 	}
 }
@@ -392,6 +426,7 @@ func (n *Node) startNAT() error {
 		limits:    make(map[[32]byte]*tokenBucket),
 		lastFail:  make(map[addr.NodeID]failReason),
 		creds:     make(map[[32]byte]*relayCredsEntry),
+		ready:     make(map[[32]byte]int),
 		checked:   make(chan struct{}),
 
 		netChanged: make(chan struct{}, 1),
@@ -733,7 +768,7 @@ func (n *Node) usePath(pp *peerPath) error {
 		if err != nil {
 			return err
 		}
-		pp.relay.Store(r)
+		pp.setRelay(r)
 		ep = r.AddrPort()
 	}
 	pp.mu.Lock()
@@ -1225,7 +1260,12 @@ func (n *Node) answerOffer(caller [32]byte, body []byte) ([]byte, error) {
 		sess.Close()
 		return finish(nil, err)
 	}
+	// WireGuard must know the caller before it can send its first
+	// handshake initiation, which is as soon as the answer has arrived
+	// and its side of ICE has chosen a pair (readyPeer).
+	release := n.readyPeer(off.rec)
 	started := n.goBackground(func(ctx context.Context) {
+		defer release()
 		ctx, cancel := context.WithTimeout(ctx, iceConnectTimeout)
 		defer cancel()
 		path, err := sess.Connect(ctx, remote)
@@ -1241,10 +1281,72 @@ func (n *Node) answerOffer(caller [32]byte, body []byte) ([]byte, error) {
 		}
 	})
 	if !started {
+		release()
 		sess.Close()
 		return finish(nil, ErrClosed)
 	}
 	return finish(encodeSignal(off.id, n.ownRecord(), n.natKind(), db), nil)
+}
+
+// readyPeer makes the caller of an offer this node answers a WireGuard
+// peer of the tunnel, without endpoint or keepalive, unless it is a
+// configured peer already; the returned func removes it again unless it
+// was set up meanwhile (setPeer), once no other answered offer of the
+// same node needs it.
+//
+// The caller sends its handshake initiation the moment its side of ICE
+// has chosen a pair. The controlled side learns that choice from the
+// same check, and sets the peer up (usePath) a moment after: an
+// initiation that arrives first is from a key WireGuard does not know,
+// dropped as invalid, and the caller tries again only after
+// REKEY_TIMEOUT (5 s; wireguard-go sends no other initiation before).
+// A peer without endpoint answers where the initiation came from (the
+// pair ICE chose, or the relayed endpoint), which is the endpoint
+// usePath then sets.
+func (n *Node) readyPeer(rec *trust.NodeRecord) (release func()) {
+	id, key := rec.Cert.NodeID, rec.WireGuardKey()
+	n.nat.mu.Lock()
+	n.nat.ready[key]++
+	first := n.nat.ready[key] == 1
+	n.nat.mu.Unlock()
+	n.peerCfgMu.Lock()
+	configured := n.configuredKey(id, key)
+	if first && !configured {
+		err := n.tun.SetPeer(tunnel.Peer{PublicKey: tunnel.Key(key), Keepalive: -1, AllowedIPs: peerPrefixes(rec)})
+		if err != nil {
+			n.logger.Debug("preparing WireGuard peer", "name", rec.Cert.Name, "err", err)
+		}
+	}
+	n.peerCfgMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.nat.mu.Lock()
+			n.nat.ready[key]--
+			last := n.nat.ready[key] == 0
+			if last {
+				delete(n.nat.ready, key)
+			}
+			n.nat.mu.Unlock()
+			if !last {
+				return
+			}
+			n.peerCfgMu.Lock()
+			defer n.peerCfgMu.Unlock()
+			if !n.configuredKey(id, key) {
+				_ = n.tun.RemovePeer(tunnel.Key(key))
+			}
+		})
+	}
+}
+
+// configuredKey says whether id is a configured peer with WireGuard key
+// key.
+func (n *Node) configuredKey(id addr.NodeID, key [32]byte) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.peers[id]
+	return ok && p.rec.WireGuardKey() == key
 }
 
 // handleICEForward forwards a sealed offer to a member registered with

@@ -64,6 +64,9 @@ func (n *Node) setPeer(rec *trust.NodeRecord, ep netip.AddrPort, reason string, 
 	if initiator {
 		keepalive = 0 // tunnel.DefaultKeepalive
 	}
+	// Not in the middle of readyPeer's check and removal.
+	n.peerCfgMu.Lock()
+	defer n.peerCfgMu.Unlock()
 	err := n.tun.SetPeer(tunnel.Peer{
 		PublicKey:  tunnel.Key(rec.WireGuardKey()),
 		Endpoint:   ep,

@@ -174,6 +174,9 @@ type Node struct {
 	savedContacts []netip.AddrPort              // DHT contacts last saved
 	contactAddrs  []netip.AddrPort              // DHT contacts of the previous run, seeds of last resort
 
+	// peerCfgMu serializes setPeer with readyPeer's WireGuard peers
+	// (ice.go); taken before mu.
+	peerCfgMu  sync.Mutex
 	stateMu    sync.Mutex // serializes read-modify-write of node.json
 	rotateMu   sync.Mutex // one key rotation at a time
 	resumeRecs [][]byte   // peers of the previous run, read at start
