@@ -72,9 +72,10 @@ type bind struct {
 
 // bindSession is one Open..Close period of the Bind.
 type bindSession struct {
-	c    *Conn
-	ch   chan *rxBatch // a batch the background reader read as the Bind opened
-	done chan struct{} // closed by Close
+	c      *Conn
+	ch     chan *rxBatch // a batch the background reader read as the Bind opened
+	done   chan struct{} // closed by Close
+	relayq *relayQueue   // WireGuard packets delivered over relays (relayed.go)
 
 	rmu     sync.Mutex  // held by the ReceiveFunc caller; guards the fields below
 	pending [][]byte    // WireGuard packets read but not yet handed out
@@ -83,7 +84,9 @@ type bindSession struct {
 	spill   spill       // backs pending after a direct read that overflowed
 }
 
-// Open starts delivering WireGuard packets. port must be 0 or the socket's
+// Open starts delivering WireGuard packets, through two ReceiveFuncs: the
+// first reads the socket, the second hands out what came in over relays
+// (RelayedEndpoint.Deliver). port must be 0 or the socket's
 // port; the socket's port is returned. It fails with net.ErrClosed once the
 // Conn is closed and with conn.ErrBindAlreadyOpen if already open.
 func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
@@ -100,16 +103,17 @@ func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, fmt.Errorf("nat bind open port %d (socket is on %d; use 0): %w", port, local, ErrPortMismatch)
 	}
 	s := &bindSession{
-		c:    b.c,
-		ch:   make(chan *rxBatch, 1),
-		done: make(chan struct{}),
+		c:      b.c,
+		ch:     make(chan *rxBatch, 1),
+		done:   make(chan struct{}),
+		relayq: newRelayQueue(),
 	}
 	b.session.Store(s)
 	b.c.kick() // the background reader hands the socket over
-	return []conn.ReceiveFunc{s.receive}, local, nil
+	return []conn.ReceiveFunc{s.receive, s.receiveRelayed}, local, nil
 }
 
-// Close stops delivery: the ReceiveFunc returned by Open returns
+// Close stops delivery: the ReceiveFuncs returned by Open return
 // net.ErrClosed, and WireGuard packets are dropped until the next Open. The
 // socket stays open. Close is idempotent.
 func (b *bind) Close() error {
@@ -180,7 +184,46 @@ func (b *bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return nil
 }
 
-// receive is the Bind's only ReceiveFunc. While the Bind is open it is
+// deliver queues a WireGuard packet that came in over a relay for the
+// open Bind's relay ReceiveFunc. With the Bind closed it is dropped and
+// counted, as the background reader would; it reports false only if the
+// queue is full.
+func (b *bind) deliver(pkt []byte, ep *Endpoint) bool {
+	s := b.session.Load()
+	if s == nil {
+		b.c.stats.wgDropped.Add(1)
+		return true
+	}
+	return s.relayq.push(pkt, ep)
+}
+
+// receiveRelayed is the Bind's second ReceiveFunc: it hands out the
+// WireGuard packets delivered over relays, waiting for some if there are
+// none.
+func (s *bindSession) receiveRelayed(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	for {
+		select {
+		case <-s.done:
+			return 0, net.ErrClosed
+		default:
+		}
+		n, dropped := s.relayq.pop(bufs, sizes, eps)
+		if dropped > 0 {
+			s.c.stats.wgDropped.Add(dropped)
+		}
+		if n > 0 {
+			s.c.stats.wgIn.Add(uint64(n))
+			return n, nil
+		}
+		select {
+		case <-s.relayq.ready:
+		case <-s.done:
+			return 0, net.ErrClosed
+		}
+	}
+}
+
+// receive is the Bind's first ReceiveFunc. While the Bind is open it is
 // the socket's reader: see receive.go.
 func (s *bindSession) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 	s.rmu.Lock()

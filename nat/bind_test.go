@@ -74,8 +74,8 @@ func TestBindReceivesWireGuardOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if port != a.LocalAddr().Port() || len(fns) != 1 {
-		t.Fatalf("Open = %d fns, port %d; want 1, %d", len(fns), port, a.LocalAddr().Port())
+	if port != a.LocalAddr().Port() || len(fns) != 2 {
+		t.Fatalf("Open = %d fns, port %d; want 2, %d", len(fns), port, a.LocalAddr().Port())
 	}
 	if _, _, err := b.Open(0); !errors.Is(err, conn.ErrBindAlreadyOpen) {
 		t.Fatalf("second Open = %v, want ErrBindAlreadyOpen", err)

@@ -61,6 +61,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/weft-net/weft/nat/internal/pionlog"
+	"github.com/weft-net/weft/nat/internal/udpbatch"
 )
 
 // DefaultRelayPort is the TURN port (RFC 8656), used when
@@ -317,10 +318,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, fmt.Errorf("nat relay listen %s: %w", listen, err)
 	}
 	r.local = unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort())
+	// pion reads and writes one datagram at a time: batch them.
+	bpc := udpbatch.New(udp)
 	gen := &relayAddrGen{r: r}
 	scfg := turn.ServerConfig{
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn:            udp,
+			PacketConn:            bpc,
 			RelayAddressGenerator: gen,
 			PermissionHandler:     r.permit,
 		}},
@@ -354,7 +357,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	r.server, err = turn.NewServer(scfg)
 	if err != nil {
-		udp.Close()
+		bpc.Close()
 		if ln != nil {
 			ln.Close()
 		}
@@ -635,6 +638,9 @@ func (g *relayAddrGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net
 	}
 	if b, ok := pc.(interface{ SetReadBuffer(int) error }); ok {
 		b.SetReadBuffer(relaySocketBuffer) // best effort
+	}
+	if udp, ok := pc.(*net.UDPConn); ok {
+		pc = udpbatch.New(udp) // batched reads and writes, as on the listener
 	}
 	port := la.Port
 	return &relayConn{PacketConn: pc, r: r, u: u}, &net.UDPAddr{IP: r.public.AsSlice(), Port: port}, nil

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // RelayedEndpoint stands in, on the shared socket, for a peer reached over a
@@ -20,10 +22,12 @@ import (
 // and hands what WireGuard sends there straight to the write function,
 // without the socket (a loopback send and a read per packet less); what
 // else arrives on the socket (control messages to the endpoint) its
-// reader passes to write. Deliver sends what the peer sent through the
-// relay to the shared socket from that address, so it arrives as from
-// the endpoint. A control call to the endpoint thus reaches the peer over
-// the relay too. The Bind's fast path for other endpoints is untouched.
+// reader passes to write. Deliver hands what the peer sent through the
+// relay to the Conn as from the endpoint, without the socket either:
+// WireGuard packets to the Bind's relay queue (relayQueue), control
+// messages to the control workers. A control call to the endpoint thus
+// reaches the peer over the relay too. The Bind's fast path for other
+// endpoints is untouched.
 //
 // Only WireGuard and weft control packets pass, in either direction, and
 // the endpoint reads only datagrams from the shared socket's own address.
@@ -31,8 +35,10 @@ type RelayedEndpoint struct {
 	c      *Conn
 	udp    *net.UDPConn
 	ap     netip.AddrPort // the endpoint's address, handed to WireGuard
-	shared netip.AddrPort // where Deliver sends: the shared socket
+	ep     *Endpoint      // ap, the endpoint of the packets Deliver queues
+	shared netip.AddrPort // the shared socket: the only source the reader accepts
 	write  atomic.Pointer[func([]byte) error]
+	closed atomic.Bool // set by Close: Deliver drops
 
 	sent, delivered, dropped atomic.Uint64
 
@@ -71,10 +77,12 @@ func (c *Conn) NewRelayedEndpoint(write func(b []byte) error) (*RelayedEndpoint,
 	if err != nil {
 		return nil, fmt.Errorf("nat relayed endpoint: %w", err)
 	}
+	ap := unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort())
 	r := &RelayedEndpoint{
 		c:      c,
 		udp:    udp,
-		ap:     unmapAddrPort(udp.LocalAddr().(*net.UDPAddr).AddrPort()),
+		ap:     ap,
+		ep:     NewEndpoint(ap),
 		shared: shared,
 	}
 	r.write.Store(&write)
@@ -125,17 +133,26 @@ func (r *RelayedEndpoint) SetWrite(write func(b []byte) error) {
 	}
 }
 
-// Deliver hands a datagram the peer sent over the relay to the shared
-// socket, as from the endpoint. It is meant to be the ICE session's
-// OnPacket; other kinds than WireGuard and control are dropped.
+// Deliver hands a datagram the peer sent over the relay to the Conn, as
+// from the endpoint: a WireGuard packet to the open Bind, a control
+// message to the control workers. It is meant to be the ICE session's
+// OnPacket (b is not kept); other kinds than WireGuard and control are
+// dropped, and so is all after Close or while the Bind's relay queue is
+// full.
 func (r *RelayedEndpoint) Deliver(b []byte) {
-	switch classify(b) {
-	case kindWireGuard, kindControl:
-	default:
+	if r.closed.Load() {
 		r.dropped.Add(1)
 		return
 	}
-	if _, err := r.udp.WriteToUDPAddrPort(b, r.shared); err != nil {
+	switch classify(b) {
+	case kindWireGuard:
+		if len(b) > MaxPacketSize || !r.c.bind.deliver(b, r.ep) {
+			r.dropped.Add(1)
+			return
+		}
+	case kindControl:
+		r.c.enqueueControl(b, r.ap)
+	default:
 		r.dropped.Add(1)
 		return
 	}
@@ -150,9 +167,10 @@ func (r *RelayedEndpoint) Counts() (sent, delivered, dropped uint64) {
 
 // Close closes the endpoint's socket and waits for its reader. WireGuard
 // sends to its address fail silently afterwards (ICMP unreachable on
-// loopback). It is idempotent.
+// loopback), and Deliver drops. It is idempotent.
 func (r *RelayedEndpoint) Close() error {
 	r.closeOnce.Do(func() {
+		r.closed.Store(true)
 		if r.c.relayed.CompareAndDelete(r.ap, r) {
 			r.c.nRelayed.Add(-1)
 		}
@@ -190,4 +208,75 @@ func (r *RelayedEndpoint) readLoop() {
 		}
 		r.sent.Add(1)
 	}
+}
+
+// relayQueueLen bounds the WireGuard packets delivered over relays that
+// wait for the Bind's relay ReceiveFunc, as a socket buffer would.
+const relayQueueLen = 512
+
+// relayQueue holds the WireGuard packets RelayedEndpoint.Deliver hands to
+// an open Bind until its relay ReceiveFunc (bindSession.receiveRelayed)
+// hands them to WireGuard, in order. It is a ring of relayQueueLen
+// buffers, allocated on first use and reused, each grown to the largest
+// packet it held.
+type relayQueue struct {
+	ready chan struct{} // capacity 1; signalled when the queue turns non-empty
+
+	mu    sync.Mutex  // guards the fields below
+	slots [][]byte    // the ring; nil until the first push
+	eps   []*Endpoint // the endpoint of each slot's packet
+	head  int         // index of the oldest packet
+	n     int         // packets queued
+}
+
+func newRelayQueue() *relayQueue {
+	return &relayQueue{ready: make(chan struct{}, 1)}
+}
+
+// push copies b into the queue. It reports false if the queue is full.
+func (q *relayQueue) push(b []byte, ep *Endpoint) bool {
+	q.mu.Lock()
+	if q.slots == nil {
+		q.slots = make([][]byte, relayQueueLen)
+		q.eps = make([]*Endpoint, relayQueueLen)
+	}
+	if q.n == len(q.slots) {
+		q.mu.Unlock()
+		return false
+	}
+	i := (q.head + q.n) % len(q.slots)
+	q.slots[i] = append(q.slots[i][:0], b...)
+	q.eps[i] = ep
+	q.n++
+	wake := q.n == 1
+	q.mu.Unlock()
+	if wake {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// pop copies up to len(bufs) queued packets into bufs, oldest first, and
+// returns how many it copied. A packet larger than its buffer is dropped
+// (and counted in dropped).
+func (q *relayQueue) pop(bufs [][]byte, sizes []int, eps []conn.Endpoint) (n int, dropped uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for n < len(bufs) && q.n > 0 {
+		pkt, ep := q.slots[q.head], q.eps[q.head]
+		q.eps[q.head] = nil
+		q.head = (q.head + 1) % len(q.slots)
+		q.n--
+		if len(pkt) > len(bufs[n]) {
+			dropped++
+			continue
+		}
+		sizes[n] = copy(bufs[n], pkt)
+		eps[n] = ep
+		n++
+	}
+	return n, dropped
 }

@@ -220,3 +220,60 @@ func FuzzRelayedDeliver(f *testing.F) {
 		}
 	})
 }
+
+// TestRelayedEndpointDeliverToBind: WireGuard packets delivered over the
+// relay come out of the Bind's relay ReceiveFunc in order, from the
+// endpoint, without the loopback socket; a full queue drops and a closed
+// Bind or endpoint takes nothing.
+func TestRelayedEndpointDeliverToBind(t *testing.T) {
+	c := listen(t)
+	r, err := c.NewRelayedEndpoint(func([]byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Deliver(wgPacket(1, 64)) // Bind closed: dropped by the Bind, as off the socket
+	if got := c.Stats().WireGuardDropped; got != 1 {
+		t.Errorf("WireGuardDropped with the Bind closed = %d, want 1", got)
+	}
+	fns, _, err := c.Bind().Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Bind().Close()
+	var want [][]byte
+	for i := range relayQueueLen + 3 {
+		p := wgPacket(byte(i), 60+i%50)
+		if i < relayQueueLen {
+			want = append(want, p)
+		}
+		r.Deliver(p)
+	}
+	if _, _, dropped := r.Counts(); dropped != 3 {
+		t.Errorf("Deliver to a full queue: dropped %d, want 3", dropped)
+	}
+	rx := receive(fns[1], 7)
+	deadline := time.Now().Add(3 * time.Second)
+	for rx.count() < len(want) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	rx.mu.Lock()
+	got, eps := rx.pkts, rx.eps
+	rx.mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("received %d packets, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d out of order or changed", i)
+		}
+		if eps[i].(*Endpoint).AddrPort() != r.AddrPort() {
+			t.Fatalf("packet %d from %s, want the endpoint %s", i, eps[i].(*Endpoint).AddrPort(), r.AddrPort())
+		}
+	}
+	r.Close()
+	r.Deliver(wgPacket(2, 64))
+	if _, delivered, _ := r.Counts(); delivered != uint64(relayQueueLen+1) {
+		t.Errorf("delivered %d, want %d", delivered, relayQueueLen+1)
+	}
+}

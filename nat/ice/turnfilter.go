@@ -12,6 +12,8 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
+
+	"github.com/weft-net/weft/nat/internal/udpbatch"
 )
 
 // A TURN server on a public address cannot reach a peer's private,
@@ -58,7 +60,8 @@ func isGlobal(a netip.Addr) bool {
 
 // turnNet is pion's default transport.Net, with the sockets pion/ice opens
 // with ListenPacket (those of TURN allocations over UDP; host and srflx
-// candidates use the Mux's UDP muxes) wrapped in a peerFilterConn.
+// candidates use the Mux's UDP muxes) wrapped in a peerFilterConn, over a
+// udpbatch.Conn.
 type turnNet struct {
 	*stdnet.Net
 }
@@ -77,6 +80,11 @@ func (n *turnNet) ListenPacket(network, address string) (net.PacketConn, error) 
 	pc, err := n.Net.ListenPacket(network, address)
 	if err != nil {
 		return nil, err
+	}
+	if udp, ok := pc.(*net.UDPConn); ok {
+		// pion/turn's client writes (ChannelData) and reads one datagram
+		// at a time: batch them.
+		pc = udpbatch.New(udp)
 	}
 	return newPeerFilterConn(pc), nil
 }

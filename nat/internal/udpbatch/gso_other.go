@@ -1,0 +1,11 @@
+//go:build !linux
+
+package udpbatch
+
+import "net"
+
+const gsoControlSize = 0
+
+func canGSO(*net.UDPConn) bool { return false }
+func setGSO(*[]byte, uint16)   {}
+func gsoRefused(error) bool    { return false }
