@@ -15,7 +15,9 @@
 // link would.
 //
 // Reads. ReadFrom hands out the datagrams of the last recvmmsg, reading up to
-// MaxBatch more when they are used up.
+// MaxBatch more when they are used up. Where the kernel has UDP GRO, the
+// socket takes coalesced datagrams (groBatch per recvmmsg, up to 64 KiB each)
+// and ReadFrom hands out the datagrams they were made of.
 //
 // Where the kernel has UDP GSO, a run of queued datagrams to one address,
 // of one size (the last may be shorter), goes out as one UDP_SEGMENT send:
@@ -84,10 +86,12 @@ type Conn struct {
 	closed   bool // Close was called: WriteTo fails, the writer sends what is queued and exits
 	wmsgs    []ipv4.Message
 
+	gro   bool       // the kernel coalesces received datagrams (UDP_GRO)
 	rmu   sync.Mutex // serialises ReadFrom; guards the read batch below
 	rmsgs []ipv4.Message
 	rbufs [][]byte
-	rn, r int // datagrams in the batch, next to hand out
+	rpkts []readPkt // the datagrams of the last batch, coalesced ones split
+	r     int       // next of rpkts to hand out
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the writer has exited
@@ -114,6 +118,7 @@ func New(udp *net.UDPConn) *Conn {
 		c.wmsgs[i].OOB = make([]byte, 0, gsoControlSize)
 	}
 	c.gso.Store(canGSO(udp))
+	c.gro = enableGRO(udp)
 	go c.writeLoop()
 	return c
 }
@@ -268,42 +273,77 @@ func (c *Conn) send(msgs []ipv4.Message) (done int) {
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.r == c.rn {
+	if c.r == len(c.rpkts) {
 		if err := c.readBatchLocked(len(b)); err != nil {
 			return 0, nil, err
 		}
 	}
-	m := &c.rmsgs[c.r]
+	p := c.rpkts[c.r]
+	c.rpkts[c.r] = readPkt{}
 	c.r++
-	n := copy(b, c.rbufs[c.r-1][:m.N])
-	return n, m.Addr, nil
+	return copy(b, p.b), p.addr, nil
 }
+
+// readPkt is one received datagram.
+type readPkt struct {
+	b    []byte
+	addr net.Addr
+}
+
+// groBatch is how many (coalesced) datagrams one recvmmsg reads with GRO,
+// each into a buffer of maxBufSize.
+const groBatch = 8
 
 // readBatchLocked reads at least one datagram into the read batch, its
 // buffers at least size bytes (so no datagram is cut shorter than the
 // caller's buffer would cut it).
 func (c *Conn) readBatchLocked(size int) error {
 	size = min(max(size, 1), maxBufSize)
+	batch := MaxBatch
+	if c.gro {
+		size, batch = maxBufSize, groBatch
+	}
 	if c.rmsgs == nil || len(c.rbufs[0]) < size {
-		c.rmsgs = make([]ipv4.Message, MaxBatch)
-		c.rbufs = make([][]byte, MaxBatch)
-		mem := make([]byte, MaxBatch*size)
+		c.rmsgs = make([]ipv4.Message, batch)
+		c.rbufs = make([][]byte, batch)
+		c.rpkts = make([]readPkt, 0, MaxBatch)
+		mem := make([]byte, batch*size)
 		for i := range c.rmsgs {
 			c.rbufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
 			c.rmsgs[i].Buffers = [][]byte{c.rbufs[i]}
+			if c.gro {
+				c.rmsgs[i].OOB = make([]byte, groControlSize)
+			}
 		}
 	}
-	c.r, c.rn = 0, 0
-	for i := range c.rmsgs {
-		c.rmsgs[i].Addr = nil
-		c.rmsgs[i].N = 0
-	}
-	for c.rn == 0 {
+	clear(c.rpkts)
+	c.r, c.rpkts = 0, c.rpkts[:0]
+	for len(c.rpkts) == 0 {
+		for i := range c.rmsgs {
+			m := &c.rmsgs[i]
+			m.Addr, m.N, m.NN, m.Flags = nil, 0, 0, 0
+			m.OOB = m.OOB[:cap(m.OOB)]
+		}
 		n, err := c.b.ReadBatch(c.rmsgs, 0)
 		if err != nil {
 			return err
 		}
-		c.rn = n
+		for i, m := range c.rmsgs[:n] {
+			b := c.rbufs[i][:m.N]
+			seg := 0
+			if c.gro {
+				seg = groSize(m.OOB[:m.NN])
+			}
+			if seg <= 0 || seg >= len(b) {
+				c.rpkts = append(c.rpkts, readPkt{b, m.Addr})
+				continue
+			}
+			for len(b) > 0 {
+				k := min(seg, len(b))
+				c.rpkts = append(c.rpkts, readPkt{b[:k:k], m.Addr})
+				b = b[k:]
+			}
+		}
 	}
 	return nil
 }
