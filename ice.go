@@ -44,8 +44,9 @@ import (
 // A relayed ICE path (local TURN candidate) gets a nat.RelayedEndpoint: a
 // loopback stand-in address WireGuard sends to, whose packets go through
 // Session.Write, and whose OnPacket comes back through it. While a peer is
-// relayed, the initiator retries ICE with a new session (iceUpgradeFirst,
-// doubling to iceUpgradeMax) and moves to a direct path when one works;
+// relayed, the initiator retries ICE with a new session (upgradeFirst:
+// iceUpgradeFirst or Config.ICEUpgradeAfter, doubling to ten times that)
+// and moves to a direct path when one works;
 // WireGuard follows the endpoint change without dropping connections. A
 // session whose path is lost (consent checks fail for ~30 s: the peer
 // moved, or a NAT mapping was rebound) makes the initiator connect again.
@@ -75,8 +76,8 @@ const (
 	iceMaxRegs        = 8192
 	iceMaxForwarders  = 4
 	iceForwardTimeout = 6 * time.Second
-	iceUpgradeFirst   = 30 * time.Second
-	iceUpgradeMax     = 5 * time.Minute
+	iceUpgradeFirst   = 30 * time.Second // Config.ICEUpgradeAfter's default
+	iceUpgradeGrowth  = 10               // the retries' wait grows up to this many times the first
 	iceTick           = 2 * time.Second
 	// iceForwardRate and iceForwardBurst limit forwards per member.
 	iceForwardRate  = 5.0
@@ -569,6 +570,15 @@ func (n *Node) tendPaths(now time.Time) {
 	}
 }
 
+// upgradeFirst is how long a relayed peer waits for its first upgrade
+// try (Config.ICEUpgradeAfter).
+func (n *Node) upgradeFirst() time.Duration {
+	if d := n.cfg.ICEUpgradeAfter; d > 0 {
+		return d
+	}
+	return iceUpgradeFirst
+}
+
 // upgrade tries a new ICE session for a relayed peer. The new session
 // replaces the old one whatever its path (the responder switched to it
 // already); a direct path ends the retries.
@@ -581,7 +591,8 @@ func (n *Node) upgrade(ctx context.Context, old *peerPath) {
 	}
 	pp, err := n.iceConnect(ctx, rec)
 	old.mu.Lock()
-	backoff := min(max(2*old.backoff, iceUpgradeFirst), iceUpgradeMax)
+	first := n.upgradeFirst()
+	backoff := min(max(2*old.backoff, first), iceUpgradeGrowth*first)
 	old.mu.Unlock()
 	if err != nil {
 		n.logger.Debug("path upgrade failed", "name", rec.Cert.Name, "err", err)
@@ -775,7 +786,7 @@ func (n *Node) usePath(pp *peerPath) error {
 	pp.reason = n.pathReason(pp.path, pp.peerNAT)
 	if pp.path.Relayed && pp.initiator {
 		if pp.backoff == 0 {
-			pp.backoff = iceUpgradeFirst
+			pp.backoff = n.upgradeFirst()
 		}
 		pp.nextRetry = time.Now().Add(pp.backoff)
 	}

@@ -109,6 +109,12 @@ type Config struct {
 	// relay is advertised at this IP if it is a specific one, else at the
 	// node's first public endpoint.
 	RelayListen netip.AddrPort
+	// ICEUpgradeAfter is how long a peer stays relayed before this node,
+	// if it initiated the path, tries ICE again for a direct one; the wait
+	// doubles after each try, up to ten times this. Zero means 30 s (up to
+	// 5 min). `weft up` takes it from $WEFT_ICE_UPGRADE_AFTER; tests
+	// shorten it.
+	ICEUpgradeAfter time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

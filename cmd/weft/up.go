@@ -106,6 +106,13 @@ func parseExpose(s string) (exposeSpec, error) {
 	return exposeSpec{port: uint16(port), target: target}, nil
 }
 
+// iceUpgradeEnv names the environment variable that sets how long a
+// relayed peer waits before `weft up` tries again for a direct path
+// (weft.Config.ICEUpgradeAfter; default 30 s, doubling up to ten times
+// that): WEFT_ICE_UPGRADE_AFTER=5s. It is for tests (the NAT lab), hence
+// not a flag.
+const iceUpgradeEnv = "WEFT_ICE_UPGRADE_AFTER"
+
 func runUp(ctx context.Context, e *env, args []string) error {
 	var state, listen, socks, httpProxy, logLevel, dhtRole string
 	var bootstrap, expose listFlag
@@ -208,6 +215,13 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		cfg.RelayListen = ap
 	}
 	cfg.Relay = relay
+	if v := os.Getenv(iceUpgradeEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s=%q: want a positive duration, e.g. 5s", iceUpgradeEnv, v)
+		}
+		cfg.ICEUpgradeAfter = d
+	}
 	var exposes []exposeSpec
 	for _, s := range expose {
 		x, err := parseExpose(s)

@@ -301,3 +301,44 @@ func (r *Router) FlushMappings(t testing.TB) {
 		r.nft(t, script.String())
 	}
 }
+
+// SetType makes the router behave as typ from now on: a NAT whose
+// configuration changes under its hosts (who see no change of their own
+// network). Its ruleset is replaced at once; the mappings it has made
+// (conntrack entries, learned cone entries) stay until they time out or
+// are forgotten (FlushMappings, ForgetMappings), so flows under way
+// keep their mapped ports.
+func (r *Router) SetType(t testing.TB, typ NATType) {
+	t.Helper()
+	if typ < FullCone || typ > UDPBlocked {
+		t.Fatalf("natlab: router %s: unknown NAT type %v", r.NS, typ)
+	}
+	r.Type = typ
+	r.nft(t, "delete table ip natlab\n"+r.ruleset())
+}
+
+// ForgetMappings makes the router forget the mappings of its UDP flows
+// whose original destination forget accepts (their conntrack entries):
+// the next packet of such a flow gets a new mapping, made by the router's
+// current type (Linux gives it the mapped port of another flow from the
+// same host and port, if one is left). It returns how many were forgotten.
+func (r *Router) ForgetMappings(t testing.TB, forget func(dst netip.AddrPort) bool) uint {
+	t.Helper()
+	var n uint
+	err := r.NS.Do(func() (err error) {
+		n, err = netlink.ConntrackDeleteFilters(netlink.ConntrackTable, netlink.FAMILY_V4, flowFilter(forget))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("natlab: %s: forgetting mappings: %v", r.NS, err)
+	}
+	return n
+}
+
+// flowFilter matches UDP conntrack flows by their original destination.
+type flowFilter func(dst netip.AddrPort) bool
+
+func (f flowFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	ip, ok := netip.AddrFromSlice(flow.Forward.DstIP)
+	return ok && flow.Forward.Protocol == 17 && f(netip.AddrPortFrom(ip.Unmap(), flow.Forward.DstPort))
+}
