@@ -248,6 +248,19 @@ func (n *Node) knownRecord(id addr.NodeID) *trust.NodeRecord {
 	return rec
 }
 
+// knownMember reports whether key is the WireGuard key of a member
+// whose verified record the node holds and which is still valid.
+func (n *Node) knownMember(key [32]byte) bool {
+	n.disc.mu.Lock()
+	id, ok := n.disc.byKey[key]
+	n.disc.mu.Unlock()
+	if !ok {
+		return false
+	}
+	rec := n.knownRecord(id) // checks expiry and revocation
+	return rec != nil && rec.WireGuardKey() == key
+}
+
 // stillValid re-checks what may have changed since a record verified: its
 // expiry and a revocation.
 func (n *Node) stillValid(rec *trust.NodeRecord) bool {

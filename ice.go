@@ -1409,13 +1409,8 @@ func (n *Node) handleICEForward(ctx context.Context, from nat.Peer, body []byte)
 // checkMember checks that key belongs to an admitted member: a node
 // whose verified record this node holds, or the record raw names it.
 func (n *Node) checkMember(key [32]byte, raw []byte) error {
-	n.disc.mu.Lock()
-	id, known := n.disc.byKey[key]
-	n.disc.mu.Unlock()
-	if known {
-		if rec := n.knownRecord(id); rec != nil && rec.WireGuardKey() == key {
-			return nil
-		}
+	if n.knownMember(key) {
+		return nil
 	}
 	rec, err := n.verifyRecord(raw, n.now())
 	if err != nil {
@@ -1740,7 +1735,7 @@ func (n *Node) updateProbes() {
 	}
 	cfg := &nat.ProbeConfig{
 		Helpers:    n.probeHelpers,
-		AllowRelay: func(p nat.Peer) bool { return n.relayKnownMember(p.Key) },
+		AllowRelay: func(p nat.Peer) bool { return n.knownMember(p.Key) },
 	}
 	if alt != nil {
 		cfg.Alt = alt

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weft-net/weft/dht"
 	"github.com/weft-net/weft/trust"
 )
 
@@ -119,17 +118,10 @@ func (n *Node) networkChanged() {
 		n.endpoints = advertiseEndpoints(local)
 	}
 	eps := n.endpoints
-	err := n.signRecordLocked()
-	raw := n.recordRaw
 	n.mu.Unlock()
-	if err != nil {
+	if err := n.resignRecord(); err != nil {
 		n.logger.Warn("network changed: could not sign a new record", "err", err)
 	} else {
-		for _, k := range recordKeys(n.certificate()) {
-			if err := n.store.Put(dht.Peer{}, k, raw); err != nil {
-				n.logger.Debug("store own record", "err", err)
-			}
-		}
 		n.goBackground(func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()

@@ -59,6 +59,20 @@ func (n *Node) checkRecord(b []byte, now time.Time) (*trust.NodeRecord, error) {
 	return rec, nil
 }
 
+// resignRecord signs a fresh record of this node (signRecordLocked) and
+// stores it locally under its keys; publishing it is up to the caller.
+func (n *Node) resignRecord() error {
+	n.mu.Lock()
+	err := n.signRecordLocked()
+	rec, raw := n.record, n.recordRaw
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	n.storeRecord(rec, raw)
+	return nil
+}
+
 // recordKeys are the keys a node record is stored under.
 func recordKeys(c *trust.Certificate) []dht.Key {
 	return []dht.Key{dht.NodeKey(c.NodeID), dht.NameKey(c.Name), dht.IPKey(c.IPv4), dht.IPKey(c.IPv6())}
@@ -141,14 +155,9 @@ func (n *Node) publishInitial(ctx context.Context) error {
 			n.reachInconclusive.Store(true) // the maintain loop asks again soon
 		}
 		cancel()
-		n.mu.Lock()
-		err := n.signRecordLocked() // with the role's rendezvous
-		raw := n.recordRaw
-		n.mu.Unlock()
-		if err != nil {
+		if err := n.resignRecord(); err != nil { // with the role's rendezvous
 			return err
 		}
-		n.storeRecord(n.record, raw)
 		n.takeRepublish()
 	}
 	// A first publication attempt, bounded, so that a node started with a
@@ -256,16 +265,9 @@ func (n *Node) maintain() {
 		retryDue := n.disc.retryPublish && !now.Before(nextPublishRetry)
 		n.disc.mu.Unlock()
 		if now.Sub(lastPublish) >= n.cfg.RepublishInterval || n.takeRepublish() || grew || retryDue {
-			n.mu.Lock()
-			err := n.signRecordLocked()
-			raw := n.recordRaw
-			n.mu.Unlock()
-			if err != nil {
+			if err := n.resignRecord(); err != nil {
 				n.logger.Warn("re-sign record", "err", err)
 				continue
-			}
-			for _, k := range recordKeys(n.certificate()) {
-				_ = n.store.Put(dht.Peer{}, k, raw)
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			ok := n.publish(ctx)

@@ -129,7 +129,7 @@ func (n *Node) relayAuthorize(p nat.Peer) bool {
 	if n.isBanned(p.Key) || p.Key == n.conn.PublicKey() {
 		return false
 	}
-	if n.relayKnownMember(p.Key) {
+	if n.knownMember(p.Key) {
 		return true
 	}
 	rs := n.relay
@@ -156,19 +156,6 @@ func (n *Node) relayAuthorize(p nat.Peer) bool {
 		return false
 	}
 	return rec.WireGuardKey() == p.Key && n.stillValid(rec)
-}
-
-// relayKnownMember reports whether key is the WireGuard key of a member
-// whose verified record the node holds and which is still valid.
-func (n *Node) relayKnownMember(key [32]byte) bool {
-	n.disc.mu.Lock()
-	id, ok := n.disc.byKey[key]
-	n.disc.mu.Unlock()
-	if !ok {
-		return false
-	}
-	rec := n.knownRecord(id) // checks expiry and revocation
-	return rec != nil && rec.WireGuardKey() == key
 }
 
 // RelayStatus is the node's TURN relay in Status.

@@ -49,7 +49,7 @@ func (n *Node) RotateKey(ctx context.Context) error {
 	}
 	n.mu.Lock()
 	err := n.signRecordLocked()
-	raw := n.recordRaw
+	rec, raw := n.record, n.recordRaw
 	peers := make([]*peerState, 0, len(n.peers))
 	for _, p := range n.peers {
 		peers = append(peers, p)
@@ -58,7 +58,7 @@ func (n *Node) RotateKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.storeRecord(n.record, raw)
+	n.storeRecord(rec, raw)
 	var wg sync.WaitGroup
 	var failed int
 	var fmu sync.Mutex
@@ -171,12 +171,10 @@ func (n *Node) renew(ctx context.Context, validity time.Duration) error {
 	}
 	n.mu.Lock()
 	n.cert = cert
-	err = n.signRecordLocked()
 	n.mu.Unlock()
-	if err != nil {
+	if err := n.resignRecord(); err != nil {
 		return err
 	}
-	n.storeRecord(n.record, n.ownRecord())
 	n.publish(ctx)
 	n.logger.Info("certificate renewed", "not_after", cert.NotAfter, "endorsements", len(cert.Endorsements))
 	return nil

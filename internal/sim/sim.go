@@ -145,7 +145,6 @@ type Sim struct {
 
 	byz      []dht.Contact // Byzantine servers, sorted by NodeKey
 	byzKeys  []dht.Key
-	keysMu   sync.Mutex
 	owners   []dht.Key // published keys
 	ownerSet map[int]bool
 }
