@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/internal/natlab"
 )
 
 // The end-to-end tests run the real binary, built once per test run, as
@@ -44,6 +46,11 @@ func TestMain(m *testing.M) {
 	binDir = d
 	code := m.Run()
 	os.RemoveAll(d)
+	// Last, where a CI log cut to its tail still shows it: which lab tests
+	// failed, and where their daemons' whole logs are.
+	if tests, dir := natlab.Failures(); len(tests) > 0 {
+		fmt.Printf("natlab: %d lab test(s) failed: %s\nnatlab: their processes' whole output is in %s\n", len(tests), strings.Join(tests, ", "), dir)
+	}
 	os.Exit(code)
 }
 

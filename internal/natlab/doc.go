@@ -23,8 +23,11 @@
 //   - Namespace.Run, Namespace.MustRun, Namespace.Command: programs in the
 //     namespace (through `ip netns exec`) with timeouts.
 //   - Namespace.Start: a background program in its own process group,
-//     killed when the test ends, its output captured and logged when the
-//     test fails (or always with NATLAB_VERBOSE=1).
+//     killed when the test ends, its output captured. When the test fails
+//     its last lines are logged and the whole output saved to a file under
+//     a natlab-logs-* directory in $TMPDIR (Failures names the tests and
+//     the directory, for a TestMain to print last); NATLAB_VERBOSE=1 logs
+//     all of it, always.
 //   - Namespace.Listen, Namespace.ListenPacket, Namespace.DialContext: sockets
 //     of the test process itself inside the namespace, for servers and
 //     clients written in Go (a fake DNS upstream, an HTTP server).

@@ -27,7 +27,8 @@ type Process struct {
 
 // Start runs name in the namespace in the background, in a process group of
 // its own. When t ends, the group is killed (if still running) and its
-// output logged if t failed or NATLAB_VERBOSE is set.
+// output logged if NATLAB_VERBOSE is set; if t failed, its last lines are
+// logged and the whole output saved to a file (see Failures).
 func (ns *Namespace) Start(t testing.TB, label, name string, args ...string) *Process {
 	t.Helper()
 	return StartCmd(t, label, ns.Command(context.Background(), name, args...))
@@ -65,8 +66,11 @@ func StartCmd(t testing.TB, label string, cmd *exec.Cmd) *Process {
 				t.Errorf("natlab: %s (pid %d) did not exit after SIGKILL", label, cmd.Process.Pid)
 			}
 		}
-		if t.Failed() || os.Getenv("NATLAB_VERBOSE") != "" {
+		switch {
+		case os.Getenv("NATLAB_VERBOSE") != "":
 			t.Logf("natlab: output of %s (%s):\n%s", label, strings.Join(cmd.Args, " "), p.out.String())
+		case t.Failed():
+			noteFailure(t, label, strings.Join(cmd.Args, " "), p.out.String())
 		}
 	})
 	return p
