@@ -84,6 +84,10 @@ func (r *report) natLab(bin string, runs, mib, rounds int) error {
 	}
 	ratio := median(res.relayed.mbps) / median(res.direct.mbps)
 	r.linef("   relay / direct                     %7.2f        (target >= 0.70: %s)", ratio, verdict(ratio >= 0.7))
+	r.linef("   CPU seconds per GB downloaded, all rounds (bench: its HTTP client and server; rest: the kernel's forwarding and NAT in softirq, other processes)")
+	for _, p := range []*natPair{res.direct, res.relayed} {
+		r.linef("   %-34s %s", p.label, p.cpuLine())
+	}
 	return nil
 }
 
@@ -122,13 +126,126 @@ type natPair struct {
 	ttfb     []time.Duration
 	mbps     []float64
 	proc     *natlab.Process // the initiator while it runs
+
+	// CPU accounting of the bulk rounds: the processes whose CPU time is
+	// counted (the anchor, which relays, and the target), and the sums.
+	anchor, targetProc *natlab.Process
+	cpu                cpuUse
+}
+
+// cpuUse sums CPU time over bulk downloads, in seconds: of the whole
+// machine (every busy state of /proc/stat, softirq included: the routers'
+// forwarding and NAT), and of the three daemons.
+type cpuUse struct {
+	bytes                            int64
+	all, anchor, init, target, bench float64
+	haveAll, haveProcs               bool
+}
+
+// clockTick is the unit of /proc CPU times (USER_HZ, 100 on Linux).
+const clockTick = 100.0
+
+// machineBusy returns the busy CPU time of the machine in seconds.
+func machineBusy() (float64, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / clockTick, true
+}
+
+// procCPU returns the CPU time (user and system) of process pid in
+// seconds.
+func procCPU(pid int) (float64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command name, which is in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / clockTick, true
+}
+
+// cpuSnap is a reading of the machine's and the daemons' CPU times.
+type cpuSnap struct {
+	all, anchor, init, target, bench float64
+	okAll, okProcs                   bool
+}
+
+func (p *natPair) snapCPU() cpuSnap {
+	var c cpuSnap
+	c.all, c.okAll = machineBusy()
+	var ok1, ok2, ok3 bool
+	c.anchor, ok1 = procCPU(p.anchor.Pid())
+	c.init, ok2 = procCPU(p.proc.Pid())
+	c.target, ok3 = procCPU(p.targetProc.Pid())
+	var ok4 bool
+	c.bench, ok4 = procCPU(os.Getpid())
+	c.okProcs = ok1 && ok2 && ok3 && ok4
+	return c
+}
+
+// addCPU adds the CPU time between two snapshots, over a download of n
+// bytes.
+func (p *natPair) addCPU(a, b cpuSnap, n int64) {
+	p.cpu.bytes += n
+	if a.okAll && b.okAll {
+		p.cpu.haveAll = true
+		p.cpu.all += b.all - a.all
+	}
+	if a.okProcs && b.okProcs {
+		p.cpu.haveProcs = true
+		p.cpu.anchor += b.anchor - a.anchor
+		p.cpu.init += b.init - a.init
+		p.cpu.target += b.target - a.target
+		p.cpu.bench += b.bench - a.bench
+	}
+}
+
+// cpuLine is the pair's CPU time per GB (10^9 bytes) downloaded, in
+// seconds.
+func (p *natPair) cpuLine() string {
+	gb := float64(p.cpu.bytes) / 1e9
+	if gb == 0 || !p.cpu.haveAll {
+		return "(no /proc/stat)"
+	}
+	s := fmt.Sprintf("machine %5.2f", p.cpu.all/gb)
+	if p.cpu.haveProcs {
+		rest := p.cpu.all - p.cpu.anchor - p.cpu.init - p.cpu.target - p.cpu.bench
+		s += fmt.Sprintf("   anchor %5.2f   initiator %5.2f   target %5.2f   bench %5.2f   rest %5.2f",
+			p.cpu.anchor/gb, p.cpu.init/gb, p.cpu.target/gb, p.cpu.bench/gb, rest/gb)
+	}
+	return s
 }
 
 func runNATLab(tb *benchTB, bin string, runs int, bulk int64, rounds int) natLabResult {
 	var res natLabResult
 	// NATLAB_PPROF=DIR: the daemons serve the profiler (cmd/weft's
-	// WEFT_PPROF) in their namespaces, and CPU profiles of the anchor
-	// and the relayed pair during the first relayed download go to DIR.
+	// WEFT_PPROF) in their namespaces, and 5 s CPU profiles of both pairs
+	// (and the anchor) from the start of their first bulk download go to
+	// DIR.
 	profDir := os.Getenv("NATLAB_PPROF")
 	if profDir != "" {
 		os.Setenv("WEFT_PPROF", natPprofAddr)
@@ -172,7 +289,7 @@ func runNATLab(tb *benchTB, bin string, runs int, bulk int64, rounds int) natLab
 			}
 		}
 	}
-	up(pub, "anchor", stPub, anchorArgs...)
+	anchorProc := up(pub, "anchor", stPub, anchorArgs...)
 
 	nets := 0
 	host := func(typ natlab.NATType, name string) (*natlab.Namespace, netip.Addr) {
@@ -192,7 +309,7 @@ func runNATLab(tb *benchTB, bin string, runs int, bulk int64, rounds int) natLab
 		return st
 	}
 	pair := func(typ natlab.NATType, label, prefix string) *natPair {
-		p := &natPair{label: label, bin: bin, target: prefix + "-b"}
+		p := &natPair{label: label, bin: bin, target: prefix + "-b", anchor: anchorProc}
 		nsB, ipB := host(typ, p.target)
 		p.targetNS = nsB
 		ln, err := nsB.Listen("tcp", "127.0.0.1:8000")
@@ -202,7 +319,7 @@ func runNATLab(tb *benchTB, bin string, runs int, bulk int64, rounds int) natLab
 		srv := &http.Server{Handler: bulkHandler()}
 		go srv.Serve(ln)
 		tb.Cleanup(func() { srv.Close() })
-		up(nsB, p.target, join(p.target), append([]string{"--listen", netip.AddrPortFrom(ipB, 41641).String(),
+		p.targetProc = up(nsB, p.target, join(p.target), append([]string{"--listen", netip.AddrPortFrom(ipB, 41641).String(),
 			"--dht-role", "client", "--expose", "8080=127.0.0.1:8000"}, nodeArgs...)...)
 		var ipA netip.Addr
 		p.ns, ipA = host(typ, prefix+"-a")
@@ -243,14 +360,20 @@ func runNATLab(tb *benchTB, bin string, runs int, bulk int64, rounds int) natLab
 	}
 	for round := range rounds {
 		for _, p := range []*natPair{res.direct, res.relayed} {
-			if profDir != "" && round == 0 && p == res.relayed {
-				stop := profileNATLab(profDir, map[string]*natlab.Namespace{"anchor": pub, "initiator": p.ns, "target": p.targetNS})
+			if profDir != "" && round == 0 {
+				nss := map[string]*natlab.Namespace{"direct-initiator": p.ns, "direct-target": p.targetNS}
+				if p == res.relayed {
+					nss = map[string]*natlab.Namespace{"relay-anchor": pub, "relay-initiator": p.ns, "relay-target": p.targetNS}
+				}
+				stop := profileNATLab(profDir, nss)
 				defer stop()
 			}
+			before := p.snapCPU()
 			v, err := p.download(bulk)
 			if err != nil {
 				tb.Fatalf("%s: %v", p.label, err)
 			}
+			p.addCPU(before, p.snapCPU(), bulk)
 			p.mbps = append(p.mbps, v)
 		}
 	}
