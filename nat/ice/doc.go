@@ -47,9 +47,12 @@
 // through SessionConfig.OnPacket. Each relay candidate's TURN client runs
 // on its own ephemeral UDP socket (pion's gatherer opens it), not on the
 // shared socket: a TURN server keys allocations by the client's 5-tuple,
-// so per-peer allocations cannot share one source port. When only the
-// remote candidate is a relay, Path.SharedSocket is true: WireGuard sends
-// from the shared socket to the peer's relayed address.
+// so per-peer allocations cannot share one source port. Once pion has
+// bound a channel to the remote address, Session.Write frames ChannelData
+// itself and the allocation's socket hands ChannelData from that channel
+// to OnPacket, past pion's agent and TURN client (turnfast.go). When only
+// the remote candidate is a relay, Path.SharedSocket is true: WireGuard
+// sends from the shared socket to the peer's relayed address.
 //
 // TURN servers come from the Mux (Config.TURN, for every session) and
 // from each session (SessionConfig.TURN): weft relays hand out credentials

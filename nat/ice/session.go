@@ -25,8 +25,10 @@ type SessionConfig struct {
 	// OnPacket is called with each non-STUN datagram that arrives over the
 	// selected pair through pion: in practice, what the peer sent through
 	// a TURN relay (see Path.SharedSocket). b is only valid during the
-	// call. It is called from one goroutine, in order; it must not call
-	// Session.Close. Nil discards them.
+	// call. It is called from two goroutines: the session's reader, and
+	// the TURN allocation's reader for ChannelData on the selected pair's
+	// channel (turnfast.go), each in order; it must be safe for that and
+	// must not call Session.Close. Nil discards them.
 	OnPacket func(b []byte)
 
 	// GatherTimeout bounds LocalDescription's wait for candidate
@@ -96,6 +98,9 @@ type Session struct {
 
 	connectCalled atomic.Bool
 	conn          atomic.Pointer[pion.Conn] // set by Connect
+
+	tn   *turnNet                  // the TURN allocations' sockets; nil without relay candidates
+	fast atomic.Pointer[fastRoute] // the selected relay pair's channel route, or nil
 
 	mu           sync.Mutex // guards the fields below
 	path         Path       // the selected pair, or zero
@@ -180,6 +185,7 @@ func (m *Mux) NewSession(cfg SessionConfig) (*Session, error) {
 			return nil, fmt.Errorf("ice new session: %w", err)
 		}
 		opts = append(opts, pion.WithNet(tn))
+		s.tn = tn
 	}
 	opts = append(opts, m.testAgentOptions...)
 	agent, err := pion.NewAgentWithOptions(opts...)
@@ -328,6 +334,7 @@ func (s *Session) Connect(ctx context.Context, remote Description) (Path, error)
 			s.path = p
 			s.reported = true
 			s.mu.Unlock()
+			s.routeFast(p)
 			p.RTT = s.rtt()
 			s.log.Debug("connected", "path", p)
 			return p, nil
@@ -381,10 +388,60 @@ func (s *Session) Write(b []byte) error {
 		return ErrNotConnected
 	default:
 	}
+	if f := s.fast.Load(); f != nil {
+		if ok, err := f.conn.writeChannel(f.peer, b); ok {
+			if err != nil {
+				return fmt.Errorf("ice write: %w", err)
+			}
+			return nil
+		}
+	}
 	if _, err := conn.Write(b); err != nil {
 		return fmt.Errorf("ice write: %w", err)
 	}
 	return nil
+}
+
+// fastRoute is where Write frames ChannelData itself (turnfast.go).
+type fastRoute struct {
+	conn *peerFilterConn
+	peer netip.AddrPort
+}
+
+// routeFast points the fast path at p's relay allocation and remote
+// address, or turns it off if p's local candidate is not a relay.
+func (s *Session) routeFast(p Path) {
+	if s.tn == nil {
+		return
+	}
+	var c *peerFilterConn
+	if !p.IsZero() && p.LocalType == TypeRelay {
+		c = s.tn.connFor(p.Local)
+	}
+	if c == nil {
+		s.fast.Store(nil)
+		s.tn.setReceivers(netip.AddrPort{}, netip.AddrPort{}, nil)
+		return
+	}
+	s.fast.Store(&fastRoute{conn: c, peer: p.Remote})
+	if s.onPacket != nil {
+		s.tn.setReceivers(p.Local, p.Remote, s.onPacket)
+	}
+}
+
+// FastPathCounts returns how many datagrams went out, and came in, on the
+// relay fast path (turnfast.go) of this session's allocations.
+func (s *Session) FastPathCounts() (out, in uint64) {
+	if s.tn == nil {
+		return 0, 0
+	}
+	s.tn.mu.Lock()
+	defer s.tn.mu.Unlock()
+	for _, c := range s.tn.conns {
+		out += c.ch.fastOut.Load()
+		in += c.ch.fastIn.Load()
+	}
+	return out, in
 }
 
 // Close stops the agent: its checks, keepalives and TURN allocations. It
@@ -394,6 +451,7 @@ func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		s.m.removeSession(s)
+		s.routeFast(Path{})
 		if s.agent != nil {
 			if err := s.agent.GracefulClose(); err != nil {
 				s.log.Debug("closing agent", "err", err)
@@ -488,6 +546,9 @@ func (s *Session) setPath(p Path) {
 	f := s.onPathChange
 	report := s.reported && changed && f != nil
 	s.mu.Unlock()
+	if changed {
+		s.routeFast(p)
+	}
 	if changed {
 		s.log.Debug("path", "path", p)
 	}

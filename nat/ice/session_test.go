@@ -369,6 +369,57 @@ func TestConnectRelay(t *testing.T) {
 	if len(a.wg)+len(b.wg) != 0 {
 		t.Errorf("relayed datagrams leaked onto the shared sockets: %d, %d", len(a.wg), len(b.wg))
 	}
+
+	// Once pion has bound a channel to the peer's relayed address (after
+	// the first datagrams, which go as Send indications), datagrams skip
+	// pion both ways: framed as ChannelData by Write, handed from the
+	// allocation's socket to OnPacket (turnfast.go).
+	for _, s := range []*Session{p.a, p.b} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			f := s.fast.Load()
+			if f != nil {
+				if _, _, ok := f.conn.ch.route(f.peer); ok {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no channel bound on the selected relay pair after 5 s (route %+v)", f)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	outA0, inA0 := p.a.FastPathCounts()
+	outB0, inB0 := p.b.FastPathCounts()
+	for i := range count {
+		if err := p.a.Write(wgPacket(2000 + i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.b.Write(wgPacket(3000 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range count {
+		for _, c := range []struct {
+			name string
+			in   chan []byte
+			want []byte
+		}{{"B", p.inB, wgPacket(2000 + i)}, {"A", p.inA, wgPacket(3000 + i)}} {
+			select {
+			case got := <-c.in:
+				if !bytes.Equal(got, c.want) {
+					t.Fatalf("%s OnPacket got %x on the fast path, want %x", c.name, got, c.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: datagram %d did not arrive on the fast path", c.name, i)
+			}
+		}
+	}
+	outA, inA := p.a.FastPathCounts()
+	outB, inB := p.b.FastPathCounts()
+	if outA-outA0 != count || inA-inA0 != count || outB-outB0 != count || inB-inB0 != count {
+		t.Errorf("fast path counts: A out %d in %d, B out %d in %d; want %d each", outA-outA0, inA-inA0, outB-outB0, inB-inB0, count)
+	}
 }
 
 // TestInterleave checks that WireGuard traffic and ICE (checks, then

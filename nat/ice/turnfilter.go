@@ -64,6 +64,9 @@ func isGlobal(a netip.Addr) bool {
 // udpbatch.Conn.
 type turnNet struct {
 	*stdnet.Net
+
+	mu    sync.Mutex
+	conns []*peerFilterConn // the sockets it opened, for the fast path (turnfast.go)
 }
 
 var _ transport.Net = (*turnNet)(nil)
@@ -86,13 +89,46 @@ func (n *turnNet) ListenPacket(network, address string) (net.PacketConn, error) 
 		// at a time: batch them.
 		pc = udpbatch.New(udp)
 	}
-	return newPeerFilterConn(pc), nil
+	fc := newPeerFilterConn(pc)
+	n.mu.Lock()
+	n.conns = append(n.conns, fc)
+	n.mu.Unlock()
+	return fc, nil
+}
+
+// connFor returns the socket of the allocation whose relayed address is
+// relayed, or nil.
+func (n *turnNet) connFor(relayed netip.AddrPort) *peerFilterConn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.conns {
+		if c.ch.relayedAddr() == relayed {
+			return c
+		}
+	}
+	return nil
+}
+
+// setReceivers makes the socket of relayed hand ChannelData from peer to
+// fn, and every other socket hand all to pion (fn nil: all of them).
+func (n *turnNet) setReceivers(relayed, peer netip.AddrPort, fn func([]byte)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.conns {
+		if fn != nil && c.ch.relayedAddr() == relayed {
+			c.ch.setReceiver(peer, fn)
+		} else {
+			c.ch.setReceiver(netip.AddrPort{}, nil)
+		}
+	}
 }
 
 // peerFilterConn is a TURN client's socket that answers, itself, the
 // CreatePermission requests relayablePeer refuses (see above).
 type peerFilterConn struct {
 	net.PacketConn
+
+	ch channelState // for the fast path (turnfast.go)
 
 	mu      sync.Mutex
 	pending []filteredAnswer // answers ReadFrom returns before reading the socket
@@ -119,6 +155,7 @@ func (c *peerFilterConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		c.PacketConn.SetReadDeadline(time.Now())
 		return len(b), nil
 	}
+	c.ch.sent(b, addr)
 	return c.PacketConn.WriteTo(b, addr)
 }
 
@@ -136,6 +173,12 @@ func (c *peerFilterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.wake.Swap(false) {
 			c.PacketConn.SetReadDeadline(time.Time{})
 			continue
+		}
+		if err == nil && n > 0 {
+			if c.ch.deliver(b[:n], from) {
+				continue
+			}
+			c.ch.received(b[:n], from)
 		}
 		return n, from, err
 	}
