@@ -363,9 +363,9 @@ func (c *Conn) sendBatch(bufs [][]byte, ep *Endpoint) error {
 		t.reset()
 		c.txPool.Put(t)
 	}()
-	maxPayload := maxIPv6PayloadLen
+	maxPayload := min(maxGSOLen, maxIPv6PayloadLen)
 	if ep.ap.Addr().Is4() {
-		maxPayload = maxIPv4PayloadLen
+		maxPayload = min(maxGSOLen, maxIPv4PayloadLen)
 	}
 	for len(bufs) > 0 {
 		k := min(len(bufs), len(t.msgs))
@@ -421,12 +421,21 @@ func plainMessages(ua *net.UDPAddr, bufs [][]byte, msgs []ipv6.Message) int {
 	return len(bufs)
 }
 
-// Limits of one UDP GSO send: above them sendmsg fails with EMSGSIZE. They
-// leave room for the IP and UDP headers; IPv6's payload length excludes its
-// own header.
+// Limits of one UDP GSO send. Above the IP payload limits sendmsg fails
+// with EMSGSIZE (they leave room for the IP and UDP headers; IPv6's
+// payload length excludes its own header). Below them, the kernel still
+// cuts a send into its segments in software, before the device, when the
+// packet with all its headers (the link header too) reaches the device's
+// gso_max_size, 64 KiB unless raised (net/core/dev.c,
+// gso_features_check): a send of 46 WireGuard packets of 1424 bytes
+// leaves a veth as 46 packets, one of 45 as one, which the routers on the
+// way and the receiver's GRO handle as one. maxGSOLen keeps a send below
+// that with room for IPv6, UDP and an Ethernet header with a VLAN tag; it
+// is below both payload limits.
 const (
 	maxIPv4PayloadLen = 1<<16 - 1 - 20 - 8
 	maxIPv6PayloadLen = 1<<16 - 1 - 8
+	maxGSOLen         = 1<<16 - 1 - 40 - 8 - 18
 )
 
 // coalesceMessages packs bufs into msgs for UDP GSO and returns the number

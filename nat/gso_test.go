@@ -46,6 +46,9 @@ func TestCoalesceMessages(t *testing.T) {
 		{"segment limit", many(udpSegmentMaxDatagrams+1, 100, big), maxIPv4PayloadLen,
 			[]msg{{udpSegmentMaxDatagrams, 100}, {1, 0}}},
 		{"payload limit", many(5, 1000, big), 2500, []msg{{2, 1000}, {2, 1000}, {1, 0}}},
+		// 46 packets of 1424 bytes would reach a veth's gso_max_size with
+		// their headers and be cut up in software.
+		{"below gso_max_size", many(50, 1424, 64<<10), min(maxGSOLen, maxIPv4PayloadLen), []msg{{45, 1424}, {5, 1424}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

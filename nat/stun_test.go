@@ -97,6 +97,11 @@ func TestSTUNResponderPionClient(t *testing.T) {
 	if soft.String() != "weft" {
 		t.Errorf("SOFTWARE = %q, want weft", soft)
 	}
+	// The responder counts an answer after sending it: the client may
+	// have it first.
+	for deadline := time.Now().Add(2 * time.Second); srv.Stats().STUNAnswered != 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if s := srv.Stats(); s.STUNAnswered != 1 || s.STUNIn != 1 {
 		t.Errorf("stats: answered %d, in %d; want 1, 1", s.STUNAnswered, s.STUNIn)
 	}

@@ -46,10 +46,13 @@ const (
 	QueueLen = 256
 	// maxBufSize bounds the read buffers: the largest UDP payload.
 	maxBufSize = 1<<16 - 1
-	// maxGSOSegments and maxGSOPayload bound one UDP_SEGMENT send (the
-	// kernel's UDP_MAX_SEGMENTS, and the IPv4 payload limit less room).
+	// maxGSOSegments and maxGSOPayload bound one UDP_SEGMENT send: the
+	// kernel's UDP_MAX_SEGMENTS, and what keeps the packet, with IPv6,
+	// UDP and an Ethernet header with a VLAN tag, below a device's
+	// gso_max_size of 64 KiB, at which the kernel segments the send in
+	// software before the device (net/core/dev.c, gso_features_check).
 	maxGSOSegments = 64
-	maxGSOPayload  = 1<<16 - 1 - 20 - 8
+	maxGSOPayload  = 1<<16 - 1 - 40 - 8 - 18
 )
 
 // batcher is the sendmmsg/recvmmsg side of a socket: an ipv4 or ipv6

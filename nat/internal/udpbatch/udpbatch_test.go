@@ -99,3 +99,37 @@ func TestClose(t *testing.T) {
 		t.Errorf("ReadFrom after Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestGSORunBelowDeviceLimit: a run of equal datagrams is cut so that
+// each UDP_SEGMENT send stays below a device's gso_max_size (64 KiB) with
+// its headers: 46 WireGuard packets of 1424 bytes would not.
+func TestGSORunBelowDeviceLimit(t *testing.T) {
+	c := New(listen(t))
+	defer c.Close()
+	to := c.LocalAddr()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	const n = 50
+	for i := range n {
+		j := (c.head + i) % len(c.slots)
+		c.slots[j] = make([]byte, 1424)
+		c.addrs[j] = to
+	}
+	msgs := c.fillLocked(n, true)
+	var segs []int
+	for _, m := range msgs {
+		segs = append(segs, len(m.Buffers))
+		if total := len(m.Buffers) * 1424; total+40+8+18 >= 1<<16 {
+			t.Errorf("a send of %d bytes: with IPv6, UDP and Ethernet headers it reaches 64 KiB", total)
+		}
+	}
+	if len(segs) != 2 || segs[0] != 45 || segs[1] != 5 {
+		t.Errorf("segments per send = %v, want [45 5]", segs)
+	}
+	for i := range msgs {
+		msgs[i].Buffers, msgs[i].OOB = msgs[i].Buffers[:0], msgs[i].OOB[:0]
+	}
+	for i := range n {
+		c.addrs[(c.head+i)%len(c.slots)] = nil
+	}
+}
