@@ -342,30 +342,7 @@ func TestConnectRelay(t *testing.T) {
 
 	// Datagrams go through the TURN allocation, both ways, in order.
 	const count = 50
-	for i := range count {
-		if err := p.a.Write(wgPacket(i)); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.b.Write(wgPacket(1000 + i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range count {
-		for _, c := range []struct {
-			name string
-			in   chan []byte
-			want []byte
-		}{{"B", p.inB, wgPacket(i)}, {"A", p.inA, wgPacket(1000 + i)}} {
-			select {
-			case got := <-c.in:
-				if !bytes.Equal(got, c.want) {
-					t.Fatalf("%s OnPacket got %x, want %x", c.name, got, c.want)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatalf("%s: datagram %d did not arrive through the relay", c.name, i)
-			}
-		}
-	}
+	p.exchange(t, count, 0, 1000, "through the relay")
 	if len(a.wg)+len(b.wg) != 0 {
 		t.Errorf("relayed datagrams leaked onto the shared sockets: %d, %d", len(a.wg), len(b.wg))
 	}
@@ -391,11 +368,23 @@ func TestConnectRelay(t *testing.T) {
 	}
 	outA0, inA0 := p.a.FastPathCounts()
 	outB0, inB0 := p.b.FastPathCounts()
+	p.exchange(t, count, 2000, 3000, "on the fast path")
+	outA, inA := p.a.FastPathCounts()
+	outB, inB := p.b.FastPathCounts()
+	if outA-outA0 != count || inA-inA0 != count || outB-outB0 != count || inB-inB0 != count {
+		t.Errorf("fast path counts: A out %d in %d, B out %d in %d; want %d each", outA-outA0, inA-inA0, outB-outB0, inB-inB0, count)
+	}
+}
+
+// exchange writes count datagrams each way, numbered from fromA and fromB,
+// and checks that each side's OnPacket gets the other's, in order.
+func (p *pair) exchange(t *testing.T, count, fromA, fromB int, how string) {
+	t.Helper()
 	for i := range count {
-		if err := p.a.Write(wgPacket(2000 + i)); err != nil {
+		if err := p.a.Write(wgPacket(fromA + i)); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.b.Write(wgPacket(3000 + i)); err != nil {
+		if err := p.b.Write(wgPacket(fromB + i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -404,21 +393,16 @@ func TestConnectRelay(t *testing.T) {
 			name string
 			in   chan []byte
 			want []byte
-		}{{"B", p.inB, wgPacket(2000 + i)}, {"A", p.inA, wgPacket(3000 + i)}} {
+		}{{"B", p.inB, wgPacket(fromA + i)}, {"A", p.inA, wgPacket(fromB + i)}} {
 			select {
 			case got := <-c.in:
 				if !bytes.Equal(got, c.want) {
-					t.Fatalf("%s OnPacket got %x on the fast path, want %x", c.name, got, c.want)
+					t.Fatalf("%s OnPacket got %x %s, want %x", c.name, got, how, c.want)
 				}
 			case <-time.After(5 * time.Second):
-				t.Fatalf("%s: datagram %d did not arrive on the fast path", c.name, i)
+				t.Fatalf("%s: datagram %d did not arrive %s", c.name, i, how)
 			}
 		}
-	}
-	outA, inA := p.a.FastPathCounts()
-	outB, inB := p.b.FastPathCounts()
-	if outA-outA0 != count || inA-inA0 != count || outB-outB0 != count || inB-inB0 != count {
-		t.Errorf("fast path counts: A out %d in %d, B out %d in %d; want %d each", outA-outA0, inA-inA0, outB-outB0, inB-inB0, count)
 	}
 }
 
