@@ -1,6 +1,7 @@
 # weft — see README.md. Targets:
 #   make setup   install the system packages the tests use (curl, ssh, sshd, and for the
-#                namespace tests ip, ping, dig, iperf3, wg, nft, coturn) and fetch Go modules
+#                namespace tests ip, ping, dig, iperf3, wg, nft, coturn, miniupnpd) and fetch
+#                Go modules
 #   make build   build bin/weft
 #   make run     run a zero-setup node (creates a one-anchor network on first run)
 #   make test    vet + all tests (end-to-end included; root-only tests skip without root)
@@ -31,6 +32,7 @@ setup:
 	  command -v wg >/dev/null 2>&1 || need="$$need wireguard-tools"; \
 	  command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need="$$need nftables"; \
 	  command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || need="$$need coturn"; \
+	  command -v miniupnpd >/dev/null 2>&1 || [ -x /usr/sbin/miniupnpd ] || need="$$need miniupnpd-nftables"; \
 	  if [ -n "$$need" ]; then \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$need; \

@@ -39,6 +39,15 @@
 //     LANs; Router.FlushMappings forgets every mapping (conntrack and the
 //     learned sets), as a NAT reboot would. router_linux.go documents how
 //     each type is built and why.
+//     With RouterConfig.PortMapping the router also offers NAT-PMP port
+//     mapping (RFC 6886) at its LAN address, the default gateway of its
+//     hosts, on port NATPMPPort (5351), by running miniupnpd in its
+//     namespace (NeedMiniupnpd skips without it; Debian package
+//     miniupnpd-nftables). miniupnpd maps nothing on a reserved address,
+//     so such a router's Public address must lie outside the private,
+//     shared and documentation prefixes (203.0.113.0/24 included; the lab
+//     is closed, so any routable prefix will do). portmap_linux.go says
+//     how its rules join the router's.
 //   - Namespace.StartCoturn: coturn's turnserver with a static user, ready
 //     once it answers STUN (NeedCoturn skips without it; Debian package
 //     coturn).

@@ -53,6 +53,9 @@ import (
 // Learned entries (conntrack, cone, contacted) time out after
 // MappingTimeout without traffic; FlushMappings forgets them at once, as
 // a NAT reboot or a CGN's short UDP timeouts would.
+//
+// RouterConfig.PortMapping adds NAT-PMP port mapping by miniupnpd, with a
+// table of its own beside this one (portmap_linux.go).
 
 // NATType is the behaviour of a Router.
 type NATType int
@@ -110,6 +113,16 @@ type RouterConfig struct {
 	// (e.g. 10.0.1.1/24). Hosts get addresses in that prefix. It must be
 	// IPv4.
 	LAN netip.Prefix
+
+	// PortMapping makes the router offer NAT-PMP port mapping (RFC 6886)
+	// on its LAN address, port NATPMPPort, as home routers do, by running
+	// miniupnpd in its namespace (see portmap_linux.go). Public must then
+	// be an address miniupnpd accepts as public: not private, shared
+	// (100.64/10) or reserved, documentation prefixes such as
+	// 203.0.113.0/24 included. The test is skipped if miniupnpd is not
+	// installed (NeedMiniupnpd). False means no port mapping: requests to
+	// port 5351 go unanswered.
+	PortMapping bool
 }
 
 // Router is a NAT between a Switch and a private LAN.
@@ -119,6 +132,12 @@ type Router struct {
 	Public netip.Addr   // address on the switch: what hosts behind it are mapped to
 	LAN    netip.Prefix // the router's address on the LAN, with the LAN's prefix length
 
+	// PortMapper is the miniupnpd process of a router with
+	// RouterConfig.PortMapping, nil without.
+	PortMapper *Process
+
+	portMapping bool // RouterConfig.PortMapping
+
 	mu    sync.Mutex            // guards hosts, ports
 	hosts map[*Namespace]string // attached hosts and their bridge port
 	ports int
@@ -126,23 +145,39 @@ type Router struct {
 
 // Router creates a NAT router named short: a namespace attached to sw by
 // its "wan" interface, with a bridge for its LAN, IP forwarding and the
-// nftables rules of cfg.Type. It skips t if nft is not installed.
+// nftables rules of cfg.Type, and with cfg.PortMapping a NAT-PMP server
+// that is ready when Router returns. It skips t if nft (or, with
+// PortMapping, miniupnpd) is not installed.
 func (l *Lab) Router(t testing.TB, short string, sw *Switch, cfg RouterConfig) *Router {
 	t.Helper()
 	Need(t, "nft")
+	if cfg.PortMapping {
+		NeedMiniupnpd(t)
+	}
 	if cfg.Type < FullCone || cfg.Type > UDPBlocked {
 		t.Fatalf("natlab: router %s: unknown NAT type %v", short, cfg.Type)
 	}
 	if !cfg.Public.Addr().Is4() || !cfg.LAN.Addr().Is4() {
 		t.Fatalf("natlab: router %s: Public (%v) and LAN (%v) must be IPv4 prefixes", short, cfg.Public, cfg.LAN)
 	}
-	r := &Router{NS: l.Namespace(t, short), Type: cfg.Type, Public: cfg.Public.Addr(), LAN: cfg.LAN, hosts: map[*Namespace]string{}}
+	if cfg.PortMapping {
+		for _, p := range reservedForMiniupnpd {
+			if p.Contains(cfg.Public.Addr()) {
+				t.Fatalf("natlab: router %s: PortMapping needs a public address miniupnpd accepts, and %v is in the reserved prefix %v; use one outside the private, shared and documentation prefixes (e.g. 11.0.0.0/24)", short, cfg.Public.Addr(), p)
+			}
+		}
+	}
+	r := &Router{NS: l.Namespace(t, short), Type: cfg.Type, Public: cfg.Public.Addr(), LAN: cfg.LAN,
+		portMapping: cfg.PortMapping, hosts: map[*Namespace]string{}}
 	sw.Attach(t, End{NS: r.NS, Dev: routerWAN, Addrs: []string{cfg.Public.String()}})
 	r.NS.IP(t, "link", "add", routerLAN, "type", "bridge")
 	r.NS.AddAddr(t, routerLAN, cfg.LAN.String())
 	r.NS.IP(t, "link", "set", routerLAN, "up")
 	r.NS.Sysctl(t, "net.ipv4.ip_forward", "1")
 	r.nft(t, r.ruleset())
+	if cfg.PortMapping {
+		r.startPortMapping(t)
+	}
 	return r
 }
 
@@ -204,6 +239,10 @@ func (r *Router) ruleset() string {
 		w("    iifname %q ct status dnat accept", routerWAN)
 	case AddressRestricted:
 		w("    iifname %q ct status dnat ip daddr . ip saddr @contacted accept", routerWAN)
+	}
+	if r.portMapping {
+		// Accepted by a port mapping (portmap_linux.go).
+		w("    iifname %q meta mark %#x accept", routerWAN, portMapMark)
 	}
 	w("  }")
 	w("}")
