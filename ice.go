@@ -117,6 +117,10 @@ type natState struct {
 	// netChanged asks netcheckLoop for a netcheck now: the machine's
 	// network changed (watchNetwork).
 	netChanged chan struct{}
+
+	portmap        *nat.PortMapper                 // nil: port mapping is off (portmap.go)
+	mapped         atomic.Pointer[nat.PortMapping] // the gateway's mapping of the socket, or nil
+	portmapClosing atomic.Bool                     // closePortMap has begun
 }
 
 // Waits for the first netcheck: a connect's offer (iceNetcheckWait) and
@@ -463,6 +467,7 @@ func (n *Node) startNAT() error {
 	n.conn.Handle(msgICEDeliver, n.handleICEDeliver)
 	n.conn.Handle(msgICERegister, n.handleICERegister)
 	n.conn.Handle(msgPathPing, n.handlePathPing)
+	n.startPortMap()
 	n.wg.Add(3)
 	go n.natLoop()
 	go n.netcheckLoop()
@@ -473,6 +478,7 @@ func (n *Node) startNAT() error {
 // closeNAT closes every ICE session and the mux. Called from
 // closeDataPlane, before the socket closes.
 func (n *Node) closeNAT() {
+	n.closePortMap()
 	n.closeRelay()
 	if n.nat != nil && n.nat.probeAlt != nil {
 		n.conn.ServeProbes(nil)
@@ -738,6 +744,7 @@ func (n *Node) iceConnect(ctx context.Context, rec *trust.NodeRecord) (*peerPath
 		sess.Close()
 		return nil, err
 	}
+	n.addPortMapping(&desc)
 	db, err := desc.MarshalBinary()
 	if err != nil {
 		sess.Close()
@@ -1265,6 +1272,7 @@ func (n *Node) answerOffer(caller [32]byte, body []byte) ([]byte, error) {
 	desc, err := sess.LocalDescription()
 	var db []byte
 	if err == nil {
+		n.addPortMapping(&desc)
 		db, err = desc.MarshalBinary()
 	}
 	if err != nil {
@@ -1575,7 +1583,10 @@ type NetcheckReport struct {
 	Public    []netip.AddrPort `json:"public"`
 	STUN      []ServerCheck    `json:"stun"`
 	Relays    []ServerCheck    `json:"relays"`
-	Summary   string           `json:"summary"`
+	// PortMapping is the gateway's mapping of the node's port (NAT-PMP),
+	// "none: WHY" without one, empty with port mapping off.
+	PortMapping string `json:"port_mapping,omitempty"`
+	Summary     string `json:"summary"`
 }
 
 // ServerCheck is one STUN server's or relay's answer.
@@ -1615,6 +1626,14 @@ func (n *Node) Netcheck(ctx context.Context) (NetcheckReport, error) {
 		out.STUN = append(out.STUN, c)
 	}
 	out.Relays = n.checkRelays(ctx)
+	if m, ok := n.portMapping(); ok {
+		out.PortMapping = m.String()
+	} else if n.nat != nil && n.nat.portmap != nil {
+		out.PortMapping = "none"
+		if err := n.nat.portmap.Err(); err != nil {
+			out.PortMapping += ": " + err.Error()
+		}
+	}
 	if !rep.UDP {
 		out.Summary = "UDP blocked outbound: no STUN server answered; peers can only be reached through a relay over another transport"
 	}

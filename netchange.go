@@ -142,6 +142,9 @@ func (n *Node) networkChanged() {
 		}
 	}
 	n.registerRendezvous(n.ctx)
+	if n.nat.portmap != nil {
+		n.nat.portmap.Refresh()
+	}
 	select {
 	case n.nat.netChanged <- struct{}{}:
 	default:

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -93,7 +94,7 @@ func (n *Node) signRecordLocked() error {
 		Cert:       n.cert,
 		Seq:        seq,
 		Expires:    expires,
-		Endpoints:  append([]netip.AddrPort(nil), n.endpoints...),
+		Endpoints:  n.withPortMapping(slices.Clone(n.endpoints)),
 		WGKey:      n.id.WGPublic(),
 		Rendezvous: n.rendezvousAddrsLocked(),
 		Relays:     n.relayAddrs(),

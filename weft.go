@@ -109,6 +109,9 @@ type Config struct {
 	// relay is advertised at this IP if it is a specific one, else at the
 	// node's first public endpoint.
 	RelayListen netip.AddrPort
+	// NoPortMapping turns off asking the default gateway to map the node's
+	// UDP port (NAT-PMP, RFC 6886; portmap.go).
+	NoPortMapping bool
 	// ICEUpgradeAfter is how long a peer stays relayed before this node,
 	// if it initiated the path, tries ICE again for a direct one; the wait
 	// doubles after each try, up to ten times this. Zero means 30 s (up to

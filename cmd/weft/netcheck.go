@@ -46,6 +46,9 @@ func runNetcheck(ctx context.Context, e *env, args []string) error {
 	if len(rep.Public) > 0 {
 		fmt.Fprintf(w, "public     %v\n", rep.Public)
 	}
+	if rep.PortMapping != "" {
+		fmt.Fprintf(w, "portmap    %s\n", rep.PortMapping)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSERVER\tKIND\tLATENCY\tMAPPED / ERROR")
 	row := func(kind string, c weft.ServerCheck) {

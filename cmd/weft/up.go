@@ -139,6 +139,8 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	var natf natFlags
 	fs.Var(&natf.stun, "stun", "also ask STUN server `HOST:PORT` for the public address (repeatable; bootstrap nodes always are)")
 	fs.Var(&natf.turn, "turn", "relay through external TURN server `turn:HOST[:PORT][?transport=udp|tcp&user=U&pass=P]` when no direct path works (repeatable; weft relays in records need no flag)")
+	var portmap bool
+	fs.BoolVar(&portmap, "portmap", true, "ask the default gateway to map the listen port (NAT-PMP), so peers reach this node directly through any NAT")
 	var relay bool
 	var relayListen string
 	fs.BoolVar(&relay, "relay", false, "run a TURN relay for this network's members (UDP and TCP; put it on a node with a public address)")
@@ -215,6 +217,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		cfg.RelayListen = ap
 	}
 	cfg.Relay = relay
+	cfg.NoPortMapping = !portmap
 	if v := os.Getenv(iceUpgradeEnv); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {

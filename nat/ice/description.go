@@ -1,9 +1,11 @@
 package ice
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -174,6 +176,34 @@ func checkCandidate(c Candidate) error {
 		return fmt.Errorf("port is zero")
 	case c.Priority == 0:
 		return fmt.Errorf("priority is zero")
+	}
+	return nil
+}
+
+// MappedCandidate is the server-reflexive candidate of addr, a public
+// address a gateway maps to the shared socket on request (NAT-PMP): peers
+// reach it unsolicited. Its priority is that of pion's server-reflexive
+// candidates.
+func MappedCandidate(addr netip.AddrPort) Candidate {
+	const typePref, localPref, component = 100, 65535, 1
+	return Candidate{Type: TypeSrflx, Addr: addr, Priority: typePref<<24 | localPref<<8 | (256 - component)}
+}
+
+// AddCandidate adds c to d unless d has a candidate of its address, keeping
+// the candidates in priority order and at most MaxCandidates of them.
+func (d *Description) AddCandidate(c Candidate) error {
+	if err := checkCandidate(c); err != nil {
+		return fmt.Errorf("ice candidate %s: %w", c, err)
+	}
+	for _, have := range d.Candidates {
+		if have.Addr == c.Addr {
+			return nil
+		}
+	}
+	d.Candidates = append(d.Candidates, c)
+	slices.SortStableFunc(d.Candidates, func(a, b Candidate) int { return cmp.Compare(b.Priority, a.Priority) })
+	if len(d.Candidates) > MaxCandidates {
+		d.Candidates = d.Candidates[:MaxCandidates]
 	}
 	return nil
 }

@@ -144,3 +144,34 @@ func FuzzDescription(f *testing.F) {
 		}
 	})
 }
+
+// TestAddCandidate: a mapped candidate joins a description in priority
+// order, once, within MaxCandidates; a bad one is refused.
+func TestAddCandidate(t *testing.T) {
+	mapped := netip.MustParseAddrPort("203.0.113.5:41641")
+	d := Description{Ufrag: "abcd", Pwd: "0123456789abcdefghijkl", Candidates: []Candidate{
+		{Type: TypeHost, Addr: netip.MustParseAddrPort("10.0.0.2:41641"), Priority: 2130706431},
+		{Type: TypeRelay, Addr: netip.MustParseAddrPort("198.51.100.1:50000"), Priority: 16777215},
+	}}
+	if err := d.AddCandidate(MappedCandidate(mapped)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddCandidate(MappedCandidate(mapped)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Candidates) != 3 || d.Candidates[1].Addr != mapped || d.Candidates[1].Type != TypeSrflx {
+		t.Fatalf("candidates = %v; want the mapped srflx between host and relay, once", d.Candidates)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("description with a mapped candidate: %v", err)
+	}
+	if err := d.AddCandidate(Candidate{Type: TypeSrflx, Addr: netip.MustParseAddrPort("0.0.0.0:1"), Priority: 1}); err == nil {
+		t.Error("unspecified address accepted")
+	}
+	for i := range MaxCandidates {
+		d.AddCandidate(Candidate{Type: TypeHost, Addr: netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), uint16(1000+i)), Priority: 1000})
+	}
+	if len(d.Candidates) != MaxCandidates || d.Candidates[1].Addr != mapped {
+		t.Errorf("after filling up: %d candidates, second %v; want %d with the mapped one kept", len(d.Candidates), d.Candidates[1], MaxCandidates)
+	}
+}
