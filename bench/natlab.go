@@ -137,9 +137,8 @@ type natPair struct {
 // machine (every busy state of /proc/stat, softirq included: the routers'
 // forwarding and NAT), and of the three daemons.
 type cpuUse struct {
-	bytes                            int64
-	all, anchor, init, target, bench float64
-	haveAll, haveProcs               bool
+	bytes int64
+	sum   cpuTimes // the okAll and okProcs of a sum: some download had them
 }
 
 // clockTick is the unit of /proc CPU times (USER_HZ, 100 on Linux).
@@ -188,14 +187,15 @@ func procCPU(pid int) (float64, bool) {
 	return (u + st) / clockTick, true
 }
 
-// cpuSnap is a reading of the machine's and the daemons' CPU times.
-type cpuSnap struct {
+// cpuTimes are the machine's and the daemons' CPU times: a reading, or a
+// sum of differences.
+type cpuTimes struct {
 	all, anchor, init, target, bench float64
-	okAll, okProcs                   bool
+	okAll, okProcs                   bool // all, and the processes', could be read
 }
 
-func (p *natPair) snapCPU() cpuSnap {
-	var c cpuSnap
+func (p *natPair) snapCPU() cpuTimes {
+	var c cpuTimes
 	c.all, c.okAll = machineBusy()
 	var ok1, ok2, ok3 bool
 	c.anchor, ok1 = procCPU(p.anchor.Pid())
@@ -209,33 +209,34 @@ func (p *natPair) snapCPU() cpuSnap {
 
 // addCPU adds the CPU time between two snapshots, over a download of n
 // bytes.
-func (p *natPair) addCPU(a, b cpuSnap, n int64) {
+func (p *natPair) addCPU(a, b cpuTimes, n int64) {
 	p.cpu.bytes += n
+	s := &p.cpu.sum
 	if a.okAll && b.okAll {
-		p.cpu.haveAll = true
-		p.cpu.all += b.all - a.all
+		s.okAll = true
+		s.all += b.all - a.all
 	}
 	if a.okProcs && b.okProcs {
-		p.cpu.haveProcs = true
-		p.cpu.anchor += b.anchor - a.anchor
-		p.cpu.init += b.init - a.init
-		p.cpu.target += b.target - a.target
-		p.cpu.bench += b.bench - a.bench
+		s.okProcs = true
+		s.anchor += b.anchor - a.anchor
+		s.init += b.init - a.init
+		s.target += b.target - a.target
+		s.bench += b.bench - a.bench
 	}
 }
 
 // cpuLine is the pair's CPU time per GB (10^9 bytes) downloaded, in
 // seconds.
 func (p *natPair) cpuLine() string {
-	gb := float64(p.cpu.bytes) / 1e9
-	if gb == 0 || !p.cpu.haveAll {
+	gb, c := float64(p.cpu.bytes)/1e9, p.cpu.sum
+	if gb == 0 || !c.okAll {
 		return "(no /proc/stat)"
 	}
-	s := fmt.Sprintf("machine %5.2f", p.cpu.all/gb)
-	if p.cpu.haveProcs {
-		rest := p.cpu.all - p.cpu.anchor - p.cpu.init - p.cpu.target - p.cpu.bench
+	s := fmt.Sprintf("machine %5.2f", c.all/gb)
+	if c.okProcs {
+		rest := c.all - c.anchor - c.init - c.target - c.bench
 		s += fmt.Sprintf("   anchor %5.2f   initiator %5.2f   target %5.2f   bench %5.2f   rest %5.2f",
-			p.cpu.anchor/gb, p.cpu.init/gb, p.cpu.target/gb, p.cpu.bench/gb, rest/gb)
+			c.anchor/gb, c.init/gb, c.target/gb, c.bench/gb, rest/gb)
 	}
 	return s
 }

@@ -223,12 +223,7 @@ func NewGossip(opts GossipOptions) (*Gossip, error) {
 		maxPayload: opts.MaxPayload,
 		timeout:    opts.Timeout,
 		msgs:       make(map[GossipID]*gossipMsg),
-		limiter: limiter{
-			rate:    opts.Rate,
-			burst:   float64(opts.Burst),
-			max:     opts.MaxPeers,
-			buckets: make(map[[32]byte]*bucket),
-		},
+		limiter:    newLimiter(opts.Rate, opts.Burst, opts.MaxPeers),
 	}
 	if g.now == nil {
 		g.now = time.Now

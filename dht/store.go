@@ -156,12 +156,7 @@ func NewStore(opts StoreOptions) (*Store, error) {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		records:    make(map[Key]*entry),
-		limiter: limiter{
-			rate:    opts.StoreRate,
-			burst:   float64(opts.StoreBurst),
-			max:     opts.MaxPeers,
-			buckets: make(map[[32]byte]*bucket),
-		},
+		limiter:    newLimiter(opts.StoreRate, opts.StoreBurst, opts.MaxPeers),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -451,6 +446,12 @@ type limiter struct {
 	burst   float64
 	max     int
 	buckets map[[32]byte]*bucket
+}
+
+// newLimiter is a limiter of rate tokens per second (negative: none),
+// burst tokens, for at most max senders at a time.
+func newLimiter(rate float64, burst, max int) limiter {
+	return limiter{rate: rate, burst: float64(burst), max: max, buckets: make(map[[32]byte]*bucket)}
 }
 
 type bucket struct {

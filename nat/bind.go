@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/ipv6"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/weft-net/weft/nat/internal/udpbatch"
 )
 
 var (
@@ -363,16 +365,12 @@ func (c *Conn) sendBatch(bufs [][]byte, ep *Endpoint) error {
 		t.reset()
 		c.txPool.Put(t)
 	}()
-	maxPayload := min(maxGSOLen, maxIPv6PayloadLen)
-	if ep.ap.Addr().Is4() {
-		maxPayload = min(maxGSOLen, maxIPv4PayloadLen)
-	}
 	for len(bufs) > 0 {
 		k := min(len(bufs), len(t.msgs))
 		var n int
 		gso := c.gso.Load()
 		if gso {
-			n = coalesceMessages(ep.ua, bufs[:k], t.msgs, maxPayload, setGSOSize)
+			n = coalesceMessages(ep.ua, bufs[:k], t.msgs, udpbatch.MaxGSOPayload, setGSOSize)
 		} else {
 			n = plainMessages(ep.ua, bufs[:k], t.msgs)
 		}
@@ -420,23 +418,6 @@ func plainMessages(ua *net.UDPAddr, bufs [][]byte, msgs []ipv6.Message) int {
 	}
 	return len(bufs)
 }
-
-// Limits of one UDP GSO send. Above the IP payload limits sendmsg fails
-// with EMSGSIZE (they leave room for the IP and UDP headers; IPv6's
-// payload length excludes its own header). Below them, the kernel still
-// cuts a send into its segments in software, before the device, when the
-// packet with all its headers (the link header too) reaches the device's
-// gso_max_size, 64 KiB unless raised (net/core/dev.c,
-// gso_features_check): a send of 46 WireGuard packets of 1424 bytes
-// leaves a veth as 46 packets, one of 45 as one, which the routers on the
-// way and the receiver's GRO handle as one. maxGSOLen keeps a send below
-// that with room for IPv6, UDP and an Ethernet header with a VLAN tag; it
-// is below both payload limits.
-const (
-	maxIPv4PayloadLen = 1<<16 - 1 - 20 - 8
-	maxIPv6PayloadLen = 1<<16 - 1 - 8
-	maxGSOLen         = 1<<16 - 1 - 40 - 8 - 18
-)
 
 // coalesceMessages packs bufs into msgs for UDP GSO and returns the number
 // of messages used (at most len(bufs)). A run of buffers of one size, which

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/ipv6"
+
+	"github.com/weft-net/weft/nat/internal/udpbatch"
 )
 
 // spare returns p in a buffer with room to grow to n bytes, as
@@ -15,6 +17,10 @@ func spare(p []byte, n int) []byte {
 	copy(b, p)
 	return b
 }
+
+// maxIPv4PayloadLen is the IPv4 payload limit of one UDP send (room for
+// the IP and UDP headers).
+const maxIPv4PayloadLen = 1<<16 - 1 - 20 - 8
 
 func TestCoalesceMessages(t *testing.T) {
 	ua := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
@@ -48,7 +54,7 @@ func TestCoalesceMessages(t *testing.T) {
 		{"payload limit", many(5, 1000, big), 2500, []msg{{2, 1000}, {2, 1000}, {1, 0}}},
 		// 46 packets of 1424 bytes would reach a veth's gso_max_size with
 		// their headers and be cut up in software.
-		{"below gso_max_size", many(50, 1424, 64<<10), min(maxGSOLen, maxIPv4PayloadLen), []msg{{45, 1424}, {5, 1424}}},
+		{"below gso_max_size", many(50, 1424, 64<<10), udpbatch.MaxGSOPayload, []msg{{45, 1424}, {5, 1424}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

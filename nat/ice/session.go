@@ -429,9 +429,9 @@ func (s *Session) routeFast(p Path) {
 	}
 }
 
-// FastPathCounts returns how many datagrams went out, and came in, on the
+// fastPathCounts returns how many datagrams went out, and came in, on the
 // relay fast path (turnfast.go) of this session's allocations.
-func (s *Session) FastPathCounts() (out, in uint64) {
+func (s *Session) fastPathCounts() (out, in uint64) {
 	if s.tn == nil {
 		return 0, 0
 	}

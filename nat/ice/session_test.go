@@ -366,11 +366,11 @@ func TestConnectRelay(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	outA0, inA0 := p.a.FastPathCounts()
-	outB0, inB0 := p.b.FastPathCounts()
+	outA0, inA0 := p.a.fastPathCounts()
+	outB0, inB0 := p.b.fastPathCounts()
 	p.exchange(t, count, 2000, 3000, "on the fast path")
-	outA, inA := p.a.FastPathCounts()
-	outB, inB := p.b.FastPathCounts()
+	outA, inA := p.a.fastPathCounts()
+	outB, inB := p.b.fastPathCounts()
 	if outA-outA0 != count || inA-inA0 != count || outB-outB0 != count || inB-inB0 != count {
 		t.Errorf("fast path counts: A out %d in %d, B out %d in %d; want %d each", outA-outA0, inA-inA0, outB-outB0, inB-inB0, count)
 	}

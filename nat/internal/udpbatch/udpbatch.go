@@ -46,13 +46,20 @@ const (
 	QueueLen = 256
 	// maxBufSize bounds the read buffers: the largest UDP payload.
 	maxBufSize = 1<<16 - 1
-	// maxGSOSegments and maxGSOPayload bound one UDP_SEGMENT send: the
-	// kernel's UDP_MAX_SEGMENTS, and what keeps the packet, with IPv6,
-	// UDP and an Ethernet header with a VLAN tag, below a device's
-	// gso_max_size of 64 KiB, at which the kernel segments the send in
-	// software before the device (net/core/dev.c, gso_features_check).
+	// maxGSOSegments bounds the datagrams of one UDP_SEGMENT send (the
+	// kernel's UDP_MAX_SEGMENTS).
 	maxGSOSegments = 64
-	maxGSOPayload  = 1<<16 - 1 - 40 - 8 - 18
+	// MaxGSOPayload bounds the bytes of one UDP_SEGMENT send. Above the IP
+	// payload limit sendmsg fails with EMSGSIZE; below it, the kernel
+	// still cuts a send into its segments in software, before the device,
+	// when the packet with all its headers (the link header too) reaches
+	// the device's gso_max_size, 64 KiB unless raised (net/core/dev.c,
+	// gso_features_check): a send of 46 WireGuard packets of 1424 bytes
+	// leaves a veth as 46 packets, one of 45 as one, which the routers on
+	// the way and the receiver's GRO handle as one. MaxGSOPayload leaves
+	// room for IPv6, UDP and an Ethernet header with a VLAN tag, so it is
+	// below both IP payload limits.
+	MaxGSOPayload = 1<<16 - 1 - 40 - 8 - 18
 )
 
 // batcher is the sendmmsg/recvmmsg side of a socket: an ipv4 or ipv6
@@ -207,7 +214,7 @@ func (c *Conn) fillLocked(k int, gso bool) []ipv4.Message {
 		if gso && len(msgs) > 0 {
 			m := &msgs[len(msgs)-1]
 			if !end && size > 0 && len(b) <= size && len(m.Buffers) < maxGSOSegments &&
-				total+len(b) <= maxGSOPayload && sameAddr(m.Addr, addr) {
+				total+len(b) <= MaxGSOPayload && sameAddr(m.Addr, addr) {
 				m.Buffers = append(m.Buffers, b)
 				total += len(b)
 				end = len(b) < size
