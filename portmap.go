@@ -36,7 +36,7 @@ func (n *Node) startPortMap() {
 	pm, err := nat.NewPortMapper(nat.PortMapperConfig{
 		Port:     n.conn.LocalAddr().Port(),
 		OnChange: n.portMappingChanged,
-		Log:      n.logger.With("component", "portmap"),
+		Log:      n.cfg.Logger,
 	})
 	if err != nil {
 		n.logger.Warn("port mapping off", "err", err)

@@ -568,10 +568,17 @@ func (p *PortMapper) failed(err error, gw netip.Addr) {
 	repeated := p.err != nil && p.err.Error() == err.Error()
 	p.err = err
 	p.mu.Unlock()
-	if repeated {
+	// Most networks have no gateway that maps ports (a server's
+	// provider, a phone's carrier): that is worth a line, not a warning.
+	// A gateway that answers and refuses is.
+	var refused *PMPResultError
+	switch {
+	case repeated:
 		p.log.Debug("port mapping failed", "err", err)
-	} else {
+	case errors.As(err, &refused):
 		p.log.Warn("port mapping failed", "err", err)
+	default:
+		p.log.Info("no port mapping", "err", err)
 	}
 	if expired {
 		p.log.Info("port mapping expired", "mapping", old)
